@@ -1,0 +1,5 @@
+"""The verbs, one module each. Listed explicitly (no discovery): the order is the help order."""
+
+from . import doctor, make, patches, plan, render, sync, targets
+
+COMMANDS = (sync, patches, targets, plan, render, make, doctor)

@@ -1,0 +1,52 @@
+"""Check that this machine has what a target needs, naming the package that provides each
+missing tool. Exits non-zero when a required tool is missing."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from .. import recipe, toolchains, ui
+from ._common import print_json
+
+NAME = "doctor"
+HELP = "list missing system tools for a target, with the packages that provide them"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--target", "-t", metavar="T", action="append",
+                   help="target to check (repeatable; default: all targets)")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args, ctx) -> int:
+    names = args.target or recipe.names(ctx.project)
+    report, missing_required = [], []
+    for name in names:
+        target = recipe.load(ctx.project, name)
+        for tool in toolchains.tools_for(target, ctx.env):
+            path = toolchains.find(tool.name, ctx.env)
+            row = {"target": name, "tool": tool.name, "purpose": tool.purpose, "found": path,
+                   "required": tool.required, "apt": tool.apt, "pip": tool.pip}
+            report.append(row)
+            if path is None and tool.required:
+                missing_required.append(row)
+    if args.json:
+        print_json({"ok": not missing_required, "tools": report})
+    else:
+        t = Table()
+        for c in ("target", "tool", "status", "provided by", "purpose"):
+            t.add_column(c, overflow="fold")
+        for r in report:
+            status = "[green]ok[/]" if r["found"] else ("[red]missing[/]" if r["required"] else "[yellow]optional[/]")
+            how = " / ".join(x for x in (f"apt install {r['apt']}" if r["apt"] else "",
+                                         f"pip install {r['pip']}" if r["pip"] else "") if x)
+            t.add_row(r["target"], r["tool"], status, how, r["purpose"])
+        ui.console.print(t)
+        if missing_required:
+            apt = sorted({r["apt"] for r in missing_required if r["apt"]})
+            pip = sorted({r["pip"] for r in missing_required if r["pip"]})
+            if apt:
+                ui.info(f"install with: apt-get install {' '.join(apt)}")
+            if pip:
+                ui.info(f"install with: pip install {' '.join(pip)}")
+    return 5 if missing_required else 0

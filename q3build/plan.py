@@ -1,0 +1,273 @@
+"""Everything resolved before building, in one place.
+
+``resolve`` takes the project, a target name, the environment (as a mapping) and the command
+line options and returns a frozen BuildPlan: pin, digests, toolchain, CMake cache variables,
+rendered files, artifact names and the cache key. Nothing below this module reads os.environ.
+Precedence: q3build defaults < recipe < CMAKE_ARGS (environment) < command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, pin as pin_mod, recipe as recipe_mod, render, series as series_mod, toolchains, ui
+from .errors import RecipeError
+from .pin import Pin
+from .project import Project
+from .recipe import Target
+from .series import LoadedSeries
+from .toolchains import ResolvedToolchain
+
+# Variables q3build owns: set for every target, a recipe may not change them.
+OFFLINE_OPTIONS = {
+    # the default ON downloads the web UI at build time, which fails offline and is not reproducible
+    "LLAMA_USE_PREBUILT_UI": False,
+    # we pass ccache as an explicit launcher so the cache dir and base dir are ours
+    "GGML_CCACHE": False,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Command-line choices that affect the plan."""
+
+    jobs: int | None = None
+    toolchain_path: str | None = None
+    use_ccache: bool = True
+    cmake_defines: tuple[str, ...] = ()   # -D NAME=VALUE from the command line
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderedFile:
+    name: str
+    path: str
+    content: str
+    executable: bool
+    template: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildPlan:
+    target_name: str
+    target: Target
+    pin: Pin
+    series_digest: str
+    overlay_digest: str
+    patches: tuple[tuple[str, str], ...]          # (file, sha256) in order
+    toolchain: ResolvedToolchain
+    generator: str
+    cache_vars: Mapping[str, object]              # recipe + q3build variables, in -C initial cache
+    cmake_args: tuple[str, ...]                   # CMAKE_ARGS passthrough + CLI -D, recorded
+    jobs: int
+    ccache: str | None
+    src_dir: Path
+    build_dir: Path
+    stage_dir: Path
+    render_dir: Path
+    files: tuple[RenderedFile, ...] = field(default=())
+    cache_key: str = ""
+
+    @property
+    def distribution(self) -> str:
+        return f"q3build {__version__} series {self.series_digest[:12]} overlay {self.overlay_digest[:12]}"
+
+    @property
+    def version_line(self) -> str:
+        return f"build {self.pin.upstream.build}, commit {self.pin.upstream.commit[:7]}, {self.distribution}"
+
+    @property
+    def arch(self) -> str:
+        a = self.target.cpu.arch
+        return platform.machine() if a == "native" else a
+
+    @property
+    def archive_name(self) -> str:
+        return f"q3tts-{__version__}-llama.cpp-{self.pin.upstream.tag}-{self.target_name}-{self.arch}.tar.gz"
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        bins = tuple(f"bin/{t}" for t in self.target.cmake.build_targets)
+        return bins + tuple(f.path for f in self.files if f.name in STAGED_OUTPUTS)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.build_dir.parent / f"{self.target_name}.logs"
+
+    def file(self, name: str) -> RenderedFile | None:
+        return next((f for f in self.files if f.name == name), None)
+
+    def configure_argv(self) -> list[str]:
+        argv = ["cmake", "-S", str(self.src_dir), "-B", str(self.build_dir), "-G", self.generator]
+        # -D from CMAKE_ARGS and the command line come first: the -C script only sets what is unset
+        argv += list(self.cmake_args)
+        argv += ["-C", str(self.render_dir / "initial-cache.cmake")]
+        return argv
+
+    def build_argv(self) -> list[str]:
+        return ["cmake", "--build", str(self.build_dir), "--parallel", str(self.jobs),
+                "--target", *self.target.cmake.build_targets]
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target_name,
+            "description": self.target.description,
+            "q3build": __version__,
+            "upstream": {"commit": self.pin.upstream.commit, "build": self.pin.upstream.build,
+                         "tag": self.pin.upstream.tag, "tree": self.pin.upstream.tree, "date": self.pin.upstream.date},
+            "sources": [s.label for s in self.pin.sources],
+            "series_digest": self.series_digest,
+            "overlay_digest": self.overlay_digest,
+            "patches": [{"file": f, "sha256": s} for f, s in self.patches],
+            "version_line": self.version_line,
+            "toolchain": {"kind": self.toolchain.kind, "cc": self.toolchain.cc, "cxx": self.toolchain.cxx,
+                          "cc_version": self.toolchain.cc_version, "cxx_version": self.toolchain.cxx_version,
+                          "triple": self.toolchain.triple, "sysroot": self.toolchain.sysroot, "id": self.toolchain.id},
+            "cmake": {"generator": self.generator, "cache": {k: render.cmake_value(v) for k, v in self.cache_vars.items()},
+                      "cmake_args": list(self.cmake_args), "configure": self.configure_argv(),
+                      "build": self.build_argv()},
+            "ccache": self.ccache,
+            "jobs": self.jobs,
+            "paths": {"src": str(self.src_dir), "build": str(self.build_dir), "stage": str(self.stage_dir),
+                      "render": str(self.render_dir)},
+            "rendered": [{"name": f.name, "path": f.path, "template": f.template} for f in self.files],
+            "artifacts": list(self.artifacts),
+            "archive": self.archive_name,
+            "cache_key": self.cache_key,
+        }
+
+
+# Outputs that are installed into the staging prefix (the rest drive the build).
+STAGED_OUTPUTS = ("launcher", "systemd-unit")
+
+
+def _outputs() -> list[render.Output]:
+    return [
+        render.Output("initial-cache", "initial-cache.cmake.j2", "initial-cache.cmake", lambda c: c),
+        render.Output("toolchain", "toolchain.cmake.j2", "toolchain.cmake", lambda c: c if c["cross"] else None),
+        render.Output("launcher", "q3tts-serve.sh.j2", "bin/q3tts-serve", lambda c: c, executable=True),
+        render.Output("systemd-unit", "q3tts.service.j2", "lib/systemd/system/q3tts.service", lambda c: c),
+    ]
+
+
+def _parse_defines(args: list[str], where: str) -> dict[str, str]:
+    """-DNAME=VALUE / -DNAME:TYPE=VALUE pairs from CMAKE_ARGS or --define, for the record."""
+    out = {}
+    for a in args:
+        body = a[2:] if a.startswith("-D") else a
+        if "=" not in body:
+            raise RecipeError(f"{where}: {a!r}: expected -DNAME=VALUE")
+        name, value = body.split("=", 1)
+        out[name.split(":", 1)[0]] = value
+    return out
+
+
+def cmake_args_from(env: Mapping[str, str], cli_defines: tuple[str, ...]) -> tuple[str, ...]:
+    args = shlex.split(env.get("CMAKE_ARGS", ""))
+    _parse_defines([a for a in args if a.startswith("-D")], "CMAKE_ARGS")
+    cli = [d if d.startswith("-D") else f"-D{d}" for d in cli_defines]
+    _parse_defines(cli, "--define")
+    return tuple(args + cli)
+
+
+def resolve(project: Project, target_name: str, env: Mapping[str, str], options: Options = Options(), *,
+            pin: Pin | None = None, series: LoadedSeries | None = None) -> BuildPlan:
+    pin = pin or pin_mod.load(project)
+    series = series or series_mod.load(project)
+    target = recipe_mod.load(project, target_name)
+    if options.toolchain_path:
+        import dataclasses
+        target = dataclasses.replace(target, toolchain=dataclasses.replace(target.toolchain,
+                                                                           path=options.toolchain_path))
+    tc = toolchains.resolve(target, env)
+    generator = target.cmake.generator or ("Ninja" if toolchains.find("ninja", env) else "Unix Makefiles")
+    ccache = toolchains.find("ccache", env) if options.use_ccache else None
+    series_digest, overlay_digest = series.digest(), series.overlay_digest()
+
+    recipe_opts = dict(target.cmake.options or {})
+    for k, v in OFFLINE_OPTIONS.items():
+        if k in recipe_opts and recipe_opts[k] != v:
+            ui.warn(f"target {target_name}: cmake.options.{k} is managed by q3build (kept {render.cmake_value(v)})")
+        recipe_opts.pop(k, None)
+    cache_vars: dict[str, object] = {"CMAKE_BUILD_TYPE": target.cmake.build_type}
+    if not target.cross:
+        cache_vars.update(CMAKE_C_COMPILER=tc.cc, CMAKE_CXX_COMPILER=tc.cxx)
+    cache_vars.update(recipe_opts)
+    cache_vars.update(OFFLINE_OPTIONS)
+    # the synced tree's git history is ours (patch commits), so build info comes from the pin
+    cache_vars.update(LLAMA_BUILD_NUMBER=pin.upstream.build, LLAMA_BUILD_COMMIT=pin.upstream.commit[:7])
+    if ccache:
+        cache_vars.update(CMAKE_C_COMPILER_LAUNCHER=ccache, CMAKE_CXX_COMPILER_LAUNCHER=ccache)
+
+    plan = BuildPlan(
+        target_name=target_name, target=target, pin=pin, series_digest=series_digest,
+        overlay_digest=overlay_digest, patches=tuple((e.file, e.sha256) for e in series.patches),
+        toolchain=tc, generator=generator, cache_vars=cache_vars,
+        cmake_args=cmake_args_from(env, options.cmake_defines), jobs=options.jobs or os.cpu_count() or 2,
+        ccache=ccache, src_dir=project.src_dir, build_dir=project.build_dir(target_name),
+        stage_dir=project.stage_dir(target_name), render_dir=project.render_dir(target_name))
+    # the distribution string is a cache variable too, known only once the plan exists
+    cache_vars["LLAMA_BUILD_DISTRIBUTION"] = plan.distribution
+    files = render_files(project, plan)
+    key = _cache_key(plan, files)
+    import dataclasses
+    return dataclasses.replace(plan, files=files, cache_key=key)
+
+
+def context(plan: BuildPlan) -> dict:
+    t = plan.target
+    rt = t.runtime
+    emulator = None
+    if t.emulator:
+        emulator = [a.replace("{sysroot}", plan.toolchain.sysroot or "") for a in t.emulator.command]
+    return {
+        "q3build_version": __version__,
+        "target": plan.target_name,
+        "description": t.description,
+        "cross": t.cross,
+        "arch": plan.arch,
+        "toolchain": plan.toolchain,
+        "link_libs": list(t.toolchain.link_libs),
+        "cpu": t.cpu,
+        "cflags": ([f"-march={t.cpu.march}"] if t.cpu.march else []) + ([f"-mabi={t.cpu.mabi}"] if t.cpu.mabi else [])
+        + list(t.cpu.cflags),
+        "cache_vars": plan.cache_vars,
+        "emulator": emulator,
+        "emulator_env": dict(t.emulator.env or {}) if t.emulator else {},
+        "runtime": rt,
+        "runtime_env": dict(rt.env or {}),
+        "upstream": plan.pin.upstream,
+        "version_line": plan.version_line,
+        "build_targets": list(t.cmake.build_targets),
+    }
+
+
+def render_files(project: Project, plan: BuildPlan) -> tuple[RenderedFile, ...]:
+    env = render.environment(project.templates_dir)
+    ctx = context(plan)
+    out = []
+    for o in _outputs():
+        c = o.context(ctx)
+        if c is None:
+            continue
+        out.append(RenderedFile(name=o.name, path=o.path, template=o.template, executable=o.executable,
+                                content=render.render(env, o, c, templates_dir=project.templates_dir)))
+    return tuple(out)
+
+
+def _cache_key(plan: BuildPlan, files: tuple[RenderedFile, ...]) -> str:
+    """Everything that changes the build output: pin, patches, overlay, options, toolchain."""
+    data = {
+        "upstream": [plan.pin.upstream.commit, plan.pin.upstream.tree],
+        "series": plan.series_digest, "overlay": plan.overlay_digest,
+        "toolchain": plan.toolchain.id, "generator": plan.generator,
+        "cmake_args": list(plan.cmake_args),
+        "build_inputs": {f.name: f.content for f in files if f.name not in STAGED_OUTPUTS},
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

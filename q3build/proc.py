@@ -1,0 +1,104 @@
+"""The one way q3build starts processes: argument lists, logged, never a shell string."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from .errors import CommandError, ToolMissingError
+
+log = logging.getLogger(__name__)
+
+TAIL_LINES = 40
+
+
+def which(tool: str, env: Mapping[str, str] | None = None) -> str | None:
+    path = (env or os.environ).get("PATH", os.defpath)
+    return shutil.which(tool, path=path)
+
+
+def _resolve(argv: Sequence[str | os.PathLike], env: Mapping[str, str] | None) -> list[str]:
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("empty argv")
+    if os.sep not in args[0]:
+        exe = which(args[0], env)
+        if exe is None:
+            raise ToolMissingError(f"required tool not found on PATH: {args[0]}",
+                                   hint="run `q3build doctor` to see which package provides it")
+    return args
+
+
+def run(
+    argv: Sequence[str | os.PathLike],
+    *,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    capture: bool = False,
+    check: bool = True,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run argv and return the completed process.
+
+    With ``capture`` stdout and stderr are returned as text (and included in the error);
+    otherwise they are inherited.
+    """
+    args = _resolve(argv, env)
+    log.debug("+ %s%s", shlex.join(args), f"  (in {cwd})" if cwd else "")
+    proc = subprocess.run(
+        args,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        text=True,
+        input=input,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+    )
+    if check and proc.returncode != 0:
+        out = ((proc.stdout or "") + (proc.stderr or "")).splitlines()
+        raise CommandError(args, proc.returncode, "\n".join(out[-TAIL_LINES:]))
+    return proc
+
+
+def stream(
+    argv: Sequence[str | os.PathLike],
+    *,
+    log_file: Path,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> None:
+    """Run argv, append every output line to ``log_file`` and pass it to ``on_line``.
+
+    Used for long steps (configure, build) whose output the user watches as progress.
+    """
+    args = _resolve(argv, env)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    with open(log_file, "a", encoding="utf-8", errors="replace") as lf:
+        lf.write(f"+ {shlex.join(args)}\n")
+        lf.flush()
+        proc = subprocess.Popen(
+            args, cwd=cwd, env=dict(env) if env is not None else None,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                lf.write(line)
+                tail.append(line.rstrip("\n"))
+                if on_line:
+                    on_line(line.rstrip("\n"))
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        rc = proc.wait()
+    if rc != 0:
+        raise CommandError(args, rc, "\n".join(tail), log_file=log_file)
