@@ -84,21 +84,20 @@ def stream(
     with open(log_file, "a", encoding="utf-8", errors="replace") as lf:
         lf.write(f"+ {shlex.join(args)}\n")
         lf.flush()
-        proc = subprocess.Popen(
+        with subprocess.Popen(
             args, cwd=cwd, env=dict(env) if env is not None else None,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
-        )
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                lf.write(line)
-                tail.append(line.rstrip("\n"))
-                if on_line:
-                    on_line(line.rstrip("\n"))
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        rc = proc.wait()
+        ) as proc:
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    lf.write(line)
+                    tail.append(line.rstrip("\n"))
+                    if on_line:
+                        on_line(line.rstrip("\n"))
+            except BaseException:
+                proc.kill()
+                raise
+            rc = proc.wait()
     if rc != 0:
         raise CommandError(args, rc, "\n".join(tail), log_file=log_file)

@@ -79,7 +79,8 @@ def ensure_base(project: Project, pin: Pin, env: Mapping[str, str], *, only: str
                                      f"{pin.upstream.tree}: not the pinned llama.cpp tree")
                 gitutil.run(["update-ref", _ref(s, pin), commit], git_dir=store, env=env)
                 return Base(commit=commit, source=s.label, ref=_ref(s, pin))
-        except (FetchError, CommandError, ToolMissingError, OSError, requests.RequestException) as e:
+        except (FetchError, CommandError, ToolMissingError, OSError, tarfile.TarError,
+                requests.RequestException) as e:
             detail = str(e)
             if isinstance(e, CommandError) and e.tail:
                 detail += ": " + e.tail.strip().splitlines()[-1]
@@ -172,11 +173,16 @@ def extract_tree(archive: Path, dest: Path, *, strip: int, subdir: str) -> None:
             members.append(m)
         if not members:
             raise FetchError(f"{archive.name}: nothing under {subdir or '(root)'} after stripping {strip} component(s)")
-        tf.extractall(dest, members=members, filter="data")
+        try:
+            tf.extractall(dest, members=members, filter="data")
+        except tarfile.FilterError as e:
+            raise FetchError(f"{archive.name}: refusing unsafe member: {e}") from None
 
 
 def _relocate(name: str, strip: int, sub: PurePosixPath | None) -> str | None:
     parts = PurePosixPath(name).parts
+    if ".." in parts or name.startswith("/"):
+        raise FetchError(f"unsafe member path {name!r} in archive (absolute or '..'); refusing to extract")
     if len(parts) <= strip:
         return None
     rel = PurePosixPath(*parts[strip:])

@@ -99,20 +99,25 @@ def sync(project: Project, pin: Pin, series: LoadedSeries, env: Mapping[str, str
     series.verify()  # sha256 of every patch, before anything is touched
     want = wanted(pin, series)
     src = project.src_dir
-    have = current(project, env)
-    if src.exists():
-        if have is None and any(src.iterdir()):
+    have = Stamp.read(src) if (src / ".git").is_dir() else None
+    unexported_tree = None  # tree of commits made on top of the last sync, if any
+    if src.exists() and any(src.iterdir()):
+        if have is None:
             if not force:
-                raise WorkspaceError(f"{src}: exists but has no valid q3build stamp (HEAD moved or not made by "
-                                     "q3build); pass --force to replace it")
-        elif have is not None:
+                raise WorkspaceError(f"{src}: exists but was not made by q3build (no stamp); "
+                                     "pass --force to replace it")
+        else:
+            head = gitutil.rev_parse(src / ".git", "HEAD", genv)
             dirty = dirty_paths(src, genv)
-            if have.key() == want.key() and (source is None or source == have.source) and not dirty:
-                return SyncResult(have, False, time.monotonic() - t0)
             if dirty and not force:
                 shown = ", ".join(dirty[:5]) + (" …" if len(dirty) > 5 else "")
-                raise WorkspaceError(f"{src} has local changes ({shown}); commit them and run "
+                raise WorkspaceError(f"{src} has uncommitted changes ({shown}); commit them and run "
                                      "`q3build patches export`, or pass --force to discard them")
+            if head == have.head and have.key() == want.key() and not dirty \
+                    and (source is None or source == have.source):
+                return SyncResult(have, False, time.monotonic() - t0)
+            if head != have.head and not force:
+                unexported_tree = gitutil.rev_parse(src / ".git", "HEAD^{tree}", genv)
     ensure_owned_dir(project.work)
     project.src_root.mkdir(parents=True, exist_ok=True)
     base = sources.ensure_base(project, pin, genv, only=source)
@@ -120,6 +125,10 @@ def sync(project: Project, pin: Pin, series: LoadedSeries, env: Mapping[str, str
     try:
         with ui.step(f"Applying {len(series.patches)} patch(es) and the overlay on {pin.upstream.short}"):
             stamp = _build_tree(staging, project, pin, series, base, want, genv)
+        if unexported_tree is not None and unexported_tree != stamp.tree:
+            raise WorkspaceError(f"{src} has commits that are not in patches/ (HEAD moved since the last sync "
+                                 "and the series does not reproduce it); run `q3build patches export`, "
+                                 "or pass --force to discard them")
         _swap_into_place(staging, src)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
