@@ -34,11 +34,11 @@ def _line_index(text: str) -> dict[tuple, int]:
         return index
 
     def walk(node, path):
-        index[path] = node.start_mark.line + 1
+        index.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
+                index[path + (k.value,)] = k.start_mark.line + 1  # a key's line, not its value's
                 walk(v, path + (k.value,))
-                index.setdefault(path + (k.value,), k.start_mark.line + 1)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
                 walk(v, path + (i,))

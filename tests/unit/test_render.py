@@ -1,0 +1,103 @@
+"""Rendering: golden files for a native and a cross target, quoting filters, strict variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from q3build import plan as plan_mod, render
+from q3build.errors import TemplateError
+
+from .helpers import DATA, make_project
+
+GOLDEN = DATA / "golden"
+UPDATE = os.environ.get("Q3BUILD_UPDATE_GOLDEN") == "1"
+
+
+@pytest.mark.parametrize("target", ["host", "rv-example"])
+def test_rendered_files_match_golden(tmp_path, monkeypatch, target):
+    p = make_project(tmp_path, monkeypatch, recipes=(target,))
+    plan = plan_mod.resolve(p, target, {"PATH": "/usr/bin"}, plan_mod.Options(jobs=2))
+    names = sorted(f.path for f in plan.files)
+    expected_dir = GOLDEN / target
+    for f in plan.files:
+        golden = expected_dir / f.path
+        if UPDATE:
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(f.content)
+        assert f.content == golden.read_text(), f"{f.path} differs from {golden}"
+    on_disk = sorted(q.relative_to(expected_dir).as_posix() for q in expected_dir.rglob("*") if q.is_file())
+    assert names == on_disk
+
+
+def test_native_target_has_no_toolchain_file_and_cross_has_one(tmp_path, monkeypatch):
+    p = make_project(tmp_path, monkeypatch, recipes=("host", "rv-example"))
+    env = {"PATH": "/usr/bin"}
+    assert plan_mod.resolve(p, "host", env).file("toolchain") is None
+    cross = plan_mod.resolve(p, "rv-example", env)
+    tc = cross.file("toolchain").content
+    assert 'set(CMAKE_CROSSCOMPILING_EMULATOR "qemu-riscv64;-L;/usr/riscv64-linux-gnu;-cpu;' in tc
+    assert 'set(CMAKE_C_STANDARD_LIBRARIES "-latomic")' in tc
+    assert "CMAKE_TOOLCHAIN_FILE" in cross.file("initial-cache").content
+
+
+def test_missing_variable_names_template_and_line(tmp_path, monkeypatch):
+    p = make_project(tmp_path, monkeypatch)
+    t = p.templates_dir / "q3tts.service.j2"
+    lines = t.read_text().splitlines(keepends=True)
+    lines.insert(3, "Documentation={{ runtime.docs_url }}\n")
+    t.write_text("".join(lines))
+    with pytest.raises(TemplateError) as e:
+        plan_mod.resolve(p, "host", {"PATH": "/usr/bin"})
+    assert str(e.value) == ("templates/q3tts.service.j2:4: 'q3build.recipe.Runtime object' has no attribute "
+                            "'docs_url' (missing template variable while rendering systemd-unit)")
+
+
+def test_cache_key_follows_inputs(tmp_path, monkeypatch):
+    p = make_project(tmp_path, monkeypatch)
+    env = {"PATH": "/usr/bin"}
+    k1 = plan_mod.resolve(p, "host", env).cache_key
+    assert plan_mod.resolve(p, "host", env).cache_key == k1
+    assert plan_mod.resolve(p, "host", {**env, "CMAKE_ARGS": "-DX=1"}).cache_key != k1
+    assert plan_mod.resolve(p, "host", env, plan_mod.Options(cmake_defines=("X=1",))).cache_key != k1
+    (p.patches_dir / "overlay" / "new.c").write_text("int x;\n")
+    assert plan_mod.resolve(p, "host", env).cache_key != k1
+    # the launcher is not a build input: changing runtime defaults does not rebuild
+    (p.patches_dir / "overlay" / "new.c").unlink()
+    recipe = p.recipes_dir / "host.yaml"
+    recipe.write_text(recipe.read_text().replace("port: 8080", "port: 9000"))
+    assert plan_mod.resolve(p, "host", env).cache_key == k1
+
+
+def test_q3build_owns_offline_options(tmp_path, monkeypatch):
+    p = make_project(tmp_path, monkeypatch)
+    recipe = p.recipes_dir / "host.yaml"
+    recipe.write_text(recipe.read_text().replace("GGML_NATIVE: true", "GGML_NATIVE: true\n    LLAMA_USE_PREBUILT_UI: true"))
+    plan = plan_mod.resolve(p, "host", {"PATH": "/usr/bin"})
+    assert plan.cache_vars["LLAMA_USE_PREBUILT_UI"] is False
+    assert plan.cache_vars["LLAMA_BUILD_NUMBER"] == 11312
+    assert plan.cache_vars["LLAMA_BUILD_COMMIT"] == "0c1e570"
+
+
+def test_configure_argv_puts_passthrough_before_initial_cache(tmp_path, monkeypatch):
+    p = make_project(tmp_path, monkeypatch)
+    plan = plan_mod.resolve(p, "host", {"PATH": "/usr/bin", "CMAKE_ARGS": "-DGGML_NATIVE=OFF -DA='x y'"})
+    argv = plan.configure_argv()
+    assert argv[:2] == ["cmake", "-S"]
+    i = argv.index("-C")
+    assert argv[i - 2:i] == ["-DGGML_NATIVE=OFF", "-DA=x y"]
+
+
+@pytest.mark.parametrize("value,expected", [
+    (True, "ON"), (False, "OFF"), (3, "3"), (["a", "b"], "a;b"), ("x", "x")])
+def test_cmake_value(value, expected):
+    assert render.cmake_value(value) == expected
+
+
+def test_quoting_filters():
+    assert render.cmake_quote('a "b" $c\\') == '"a \\"b\\" \\$c\\\\"'
+    assert render.systemd_quote('A=50% "x"') == '"A=50%% \\"x\\""'
+    assert render.systemd_exec_quote("/opt/$x/bin") == '"/opt/$$x/bin"'
+    assert render.shquote("it's") == "'it'\"'\"'s'"
