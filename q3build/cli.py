@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, ui
+from . import __version__
 from .commands import COMMANDS
 from .errors import CommandError, Q3BuildError
 from .project import Project
@@ -27,7 +27,11 @@ class Context:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="q3build", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="q3build",
+        description="Build llama-server (with the Qwen3-TTS speech service) from a pinned llama.cpp and our patch "
+                    "stack, natively or cross-compiled.",
+        epilog="Start with: q3build sync && q3build make --target host")
     p.add_argument("--version", action="version", version=f"q3build {__version__}")
     p.add_argument("--project", metavar="DIR", help="project directory (default: found from the current directory)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log every command run (-v) and more (-vv)")

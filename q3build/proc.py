@@ -81,7 +81,7 @@ def stream(
     args = _resolve(argv, env)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with open(log_file, "a", encoding="utf-8", errors="replace") as lf:
+    with open(log_file, "a", encoding="utf-8", errors="replace", buffering=1) as lf:  # live for tail -f
         lf.write(f"+ {shlex.join(args)}\n")
         lf.flush()
         with subprocess.Popen(
