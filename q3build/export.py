@@ -39,6 +39,7 @@ class ExportResult:
     overlay_written: list[str] = field(default_factory=list)
     overlay_removed: list[str] = field(default_factory=list)
     series_rewritten: bool = False
+    moved_to_overlay: list[str] = field(default_factory=list)  # new files found in patch commits
 
     @property
     def changed(self) -> bool:
@@ -85,11 +86,13 @@ def export(project: Project, loaded: LoadedSeries, env) -> ExportResult:
 def _export_overlay(src: Path, stamp: Stamp, loaded: LoadedSeries, env, result: ExportResult) -> list[str]:
     added = gitutil.out(["diff", "--name-only", "--no-renames", stamp.base_commit, stamp.overlay_commit],
                         cwd=src, env=env).splitlines()
+    # files added by later commits are new sources too: they go to the overlay, never into a patch
     later = gitutil.out(["diff", "--name-only", "--no-renames", "--diff-filter=A", stamp.overlay_commit, "HEAD"],
                         cwd=src, env=env).splitlines()
-    # new files next to overlay files belong to the overlay too (a new source file in our dir)
-    roots = {str(Path(p).parent) for p in added}
-    paths = sorted(set(added) | {p for p in later if str(Path(p).parent) in roots})
+    for rel in later:
+        if rel not in added:
+            result.moved_to_overlay.append(rel)
+    paths = sorted(set(added) | set(later))
     for rel in paths:
         dst = loaded.overlay_dir / rel
         here = src / rel

@@ -44,6 +44,8 @@ def run(args, ctx) -> int:
             ui.info(f"wrote {loaded.series.overlay}/{f}")
         for f in r.overlay_removed:
             ui.info(f"removed {loaded.series.overlay}/{f}")
+        for f in r.moved_to_overlay:
+            ui.info(f"new file {f} → {loaded.series.overlay}/ (new sources live in the overlay, not in patches)")
         if r.series_rewritten:
             ui.info("updated patches/series.yaml")
         if not r.changed:

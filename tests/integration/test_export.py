@@ -100,3 +100,20 @@ def test_dropped_commit_removes_its_patch(proj):
     names = sorted(p.name for p in (proj.root / "patches").glob("*.patch"))
     assert names == ["0001-readme-shout.patch"]
     assert "greeting" not in (proj.root / "patches" / "series.yaml").read_text()
+
+
+def test_new_files_go_to_the_overlay_not_into_patches(proj, capsys):
+    assert proj.q3("sync") == 0
+    (proj.src / "tools" / "extra.c").write_text("int extra;\n")
+    shout(proj.src)
+    git("add", "-A", cwd=proj.src)
+    git("commit", "-q", "-m", "readme and a new source", cwd=proj.src)
+    capsys.readouterr()
+    assert proj.q3("patches", "export") == 0
+    assert "new file tools/extra.c → overlay/" in capsys.readouterr().err
+    assert (proj.root / "patches" / "overlay" / "tools" / "extra.c").read_text() == "int extra;\n"
+    patch = next((proj.root / "patches").glob("*.patch")).read_text()
+    assert "README.md" in patch and "extra.c" not in patch
+    # the re-synced tree (file now in the overlay commit) equals the user's: swapped in without --force
+    assert proj.q3("sync") == 0
+    assert git("log", "--format=%s", "-1", "--", "tools/extra.c", cwd=proj.src) == "q3build overlay: our own sources"

@@ -1,0 +1,90 @@
+"""The built llama-server carries our overlay: the speech routes exist and, with no speech model
+loaded, answer 501 with an OpenAI error that the official client parses. Uses the host build
+staged by `make` (built on demand)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+
+import openai
+import pytest
+import requests
+
+from q3build import cli
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("Q3BUILD_WORK_DIR", str(work))
+    try:
+        assert cli.main(["--project", str(REPO), "make", "--target", "host"]) == 0
+    finally:
+        mp.undo()
+    port = free_port()
+    log_path = work / "server.log"
+    log = open(log_path, "w")
+    # no model: the server starts in router mode, our routes are registered regardless
+    proc = subprocess.Popen([work / "stage" / "host" / "bin" / "llama-server", "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llama-server did not come up: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_openai_client_gets_a_clear_501(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.audio.speech.create(model="qwen3-tts", voice="alloy", input="hello")
+    assert e.value.status_code == 501
+    body = e.value.body
+    assert body["type"] == "not_supported_error"
+    assert body["code"] == "speech_not_enabled"
+    assert body["param"] is None
+    assert "Qwen3-TTS" in body["message"]
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/audio/speech"), ("GET", "/v1/audio/voices"),
+                                         ("GET", "/audio/voices")])
+def test_all_speech_routes_are_registered(server, method, path):
+    r = requests.request(method, f"{server}{path}", json={"input": "x"}, timeout=5)
+    assert r.status_code == 501
+    assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_server_keeps_serving_after_errors(server):
+    for _ in range(3):
+        requests.post(f"{server}/v1/audio/speech", data="not json", timeout=5)
+    assert requests.get(f"{server}/health", timeout=5).json() == {"status": "ok"}
