@@ -8,19 +8,18 @@ launcher and unit into a prefix tree with a build-info record.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import proc, ui
 from .errors import BuildError, CommandError, WorkspaceError
 from .plan import STAGED_OUTPUTS, BuildPlan
 from .project import Project, ensure_owned_dir
+from .series import sha256_file
 
 KEY_FILE = "q3build-key.json"
 
@@ -122,14 +121,6 @@ def _first_error(tail: str) -> str:
     return "  " + "\n  ".join((errs or lines)[-5:])
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def stage(project: Project, plan: BuildPlan, env: Mapping[str, str], result: BuildResult) -> None:
     """Install the built tools plus rendered files into a fresh staging prefix."""
     t0 = time.monotonic()
@@ -156,7 +147,7 @@ def stage(project: Project, plan: BuildPlan, env: Mapping[str, str], result: Bui
         if r.returncode != 0 or plan.distribution not in result.version_output:
             raise BuildError(f"staged llama-server --version did not report the series digest "
                              f"(exit {r.returncode}): {result.version_output[-300:]}")
-    result.artifacts = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": sha256(tmp / rel)}
+    result.artifacts = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
                         for rel in plan.artifacts]
     info = {"plan": plan.to_json(), "artifacts": result.artifacts, "version_output": result.version_output}
     (tmp / "share" / "q3build").mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,8 @@ def argv(*args: str, git_dir: Path | None = None, work_tree: Path | None = None)
 
 def run(args: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None, git_dir: Path | None = None,
         work_tree: Path | None = None, check: bool = True) -> "proc.subprocess.CompletedProcess":
-    return proc.run(argv(*args, git_dir=git_dir, work_tree=work_tree), env=env, cwd=cwd, capture=True, check=check)
+    return proc.run(argv(*args, git_dir=git_dir, work_tree=work_tree), env=env, cwd=cwd, capture=True, check=check,
+                    display=["git", *args])
 
 
 def out(args: Sequence[str], **kw) -> str:

@@ -43,11 +43,12 @@ def run(
     capture: bool = False,
     check: bool = True,
     input: str | None = None,
+    display: Sequence[str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run argv and return the completed process.
 
     With ``capture`` stdout and stderr are returned as text (and included in the error);
-    otherwise they are inherited.
+    otherwise they are inherited. ``display`` is the command as errors should show it.
     """
     args = _resolve(argv, env)
     log.debug("+ %s%s", shlex.join(args), f"  (in {cwd})" if cwd else "")
@@ -62,7 +63,7 @@ def run(
     )
     if check and proc.returncode != 0:
         out = ((proc.stdout or "") + (proc.stderr or "")).splitlines()
-        raise CommandError(args, proc.returncode, "\n".join(out[-TAIL_LINES:]))
+        raise CommandError(list(display) if display else args, proc.returncode, "\n".join(out[-TAIL_LINES:]))
     return proc
 
 

@@ -27,6 +27,7 @@ from . import gitutil, proc, ui
 from .errors import CommandError, FetchError, ToolMissingError
 from .pin import Pin, Source
 from .project import Project
+from .series import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def ensure_base(project: Project, pin: Pin, env: Mapping[str, str], *, only: str
                 detail += ": " + e.tail.strip().splitlines()[-1]
             failures.append(f"{s.label}: {detail}")
             ui.warn(f"source {s.label} failed: {detail}")
-    raise FetchError("no source produced the pinned tree " f"{pin.upstream.commit}:\n  " + "\n  ".join(failures))
+    raise FetchError(f"no source produced the pinned tree {pin.upstream.commit} ({'; '.join(failures)})",
+                     hint="check the network or add a reachable mirror to recipes/llama.cpp.yaml")
 
 
 def _tree(store: Path, commit: str, env) -> str | None:
@@ -113,14 +115,6 @@ def fetch_git(project: Project, pin: Pin, source: Source, store: Path, env) -> s
 
 
 # --- archives (tarball URL or path) and the PyPI sdist mirror ---------------------------------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def download(url: str, dest: Path, *, sha256: str | None) -> Path:
     """Download url to dest (temp file + rename), with progress, checking sha256 when given."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import gitutil, sources, ui
-from .errors import CommandError, PatchError, WorkspaceError
+from .errors import PatchError, WorkspaceError
 from .pin import Pin
 from .project import Project, ensure_owned_dir, git_env
 from .series import LoadedSeries, PatchEntry

@@ -4,7 +4,6 @@ staged by `make` (built on demand)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import time

@@ -5,6 +5,7 @@ sync, export and make for real in every test."""
 from __future__ import annotations
 
 import io
+import subprocess
 import tarfile
 import textwrap
 from dataclasses import dataclass
@@ -92,10 +93,6 @@ def make_upstream(path: Path) -> Upstream:
 def make_tarball(upstream: Upstream, dest: Path, *, top: str = "pkg-1.0", subdir: str = "vendor/llama.cpp",
                  extra: dict[str, bytes] | None = None) -> Path:
     """An sdist-like tarball: upstream's tree under top/subdir, with a submodule-style .git file."""
-    archive = git("archive", "--format=tar", upstream.commit, cwd=upstream.repo, env=None)
-    del archive
-    import subprocess
-
     raw = subprocess.run(["git", "archive", "--format=tar", upstream.commit], cwd=upstream.repo,
                          capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(raw)) as src, tarfile.open(dest, "w:gz") as out:

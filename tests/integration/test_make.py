@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 
-import pytest
-
 from .conftest import HOST_RECIPE
 
 
@@ -91,7 +89,6 @@ def test_cmake_args_cannot_hide_the_series_digest(proj, capsys, monkeypatch):
 
 
 def test_build_failure_names_the_log(proj, capsys):
-    from ..conftest import git
     from .conftest import add_patch
     assert proj.q3("sync") == 0
     add_patch(proj, "0001", edit=lambda s: (s / "tools" / "main.c").write_text("this is not C\n"),

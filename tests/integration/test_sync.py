@@ -6,11 +6,8 @@ import json
 import re
 import shutil
 import subprocess
-import textwrap
 
-import pytest
-
-from q3build import errors, pin as pin_mod, series as series_mod, workspace
+from q3build import workspace
 from q3build.project import Project
 
 from ..conftest import git
@@ -115,7 +112,10 @@ def test_no_source_reachable_is_one_error_per_source(proj, tmp_path, capsys):
     assert proj.q3("sync") == 3
     err = capsys.readouterr().err
     assert "no source produced the pinned tree" in err
-    assert "git:" in err and "archive:" in err and "no-such.tar.gz" in err
+    assert "git:" in err and "; archive:" in err and "no-such.tar.gz" in err
+    line = next(ln for ln in err.splitlines() if ln.startswith("q3build: error:"))
+    assert "no source produced" in line and "git:" in line and "archive:" in line  # one line
+    assert "q3build: hint:" in err
     assert not proj.src.exists()
 
 
