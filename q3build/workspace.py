@@ -213,7 +213,7 @@ def diagnose(tree: Path, patch: Path, am_output: str, env) -> str:
         for n, (_, start, header) in enumerate(file_hunks, 1):
             if start == line:
                 conflict = " (three-way merge conflicts too)" if _CONFLICT.search(text) else ""
-                return f"{file}: hunk #{n} {header.split('@@')[1].strip()!s} context not found{conflict}"
+                return f"{file}: hunk #{n} (@@ {header.split('@@')[1].strip()} @@) context not found{conflict}"
         return f"{file}: hunk at line {line} does not match"
     if m := _CONFLICT.search(text):
         return f"{m[1]}: three-way merge conflict"
