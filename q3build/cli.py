@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             print(f"q3build: hint: {e.hint}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("q3build: interrupted", file=sys.stderr)
         return 130

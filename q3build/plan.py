@@ -8,6 +8,7 @@ Precedence: q3build defaults < recipe < CMAKE_ARGS (environment) < command line.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,13 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, pin as pin_mod, recipe as recipe_mod, render, series as series_mod, toolchains, ui
-from .errors import RecipeError
+from . import __version__, emulation, pin as pin_mod, recipe as recipe_mod, render, series as series_mod, toolchains, ui
+from .errors import RecipeError, ToolMissingError
 from .pin import Pin
 from .project import Project
 from .recipe import Target
 from .series import LoadedSeries
 from .toolchains import ResolvedToolchain
+
+# Variables the zig toolchain needs (a recipe may not change them): zig has no OpenMP runtime, and it
+# links its libc++ statically into every shared object, so a shared build aborts at start-up
+# ("free(): invalid pointer").
+ZIG_OPTIONS = {"GGML_OPENMP": False, "BUILD_SHARED_LIBS": False}
 
 # Variables q3build owns: set for every target, a recipe may not change them.
 OFFLINE_OPTIONS = {
@@ -71,8 +77,11 @@ class BuildPlan:
     build_dir: Path
     stage_dir: Path
     render_dir: Path
+    zig_cache_dir: Path | None = None
     files: tuple[RenderedFile, ...] = field(default=())
     cache_key: str = ""
+    alias: str | None = None                      # the name asked for, when it was an alias
+    alias_reason: str = ""                        # why the alias resolved to this target
 
     @property
     def distribution(self) -> str:
@@ -117,6 +126,7 @@ class BuildPlan:
     def to_json(self) -> dict:
         return {
             "target": self.target_name,
+            "alias": {"name": self.alias, "reason": self.alias_reason} if self.alias else None,
             "description": self.target.description,
             "q3build": __version__,
             "upstream": {"commit": self.pin.upstream.commit, "build": self.pin.upstream.build,
@@ -128,7 +138,9 @@ class BuildPlan:
             "version_line": self.version_line,
             "toolchain": {"kind": self.toolchain.kind, "cc": self.toolchain.cc, "cxx": self.toolchain.cxx,
                           "cc_version": self.toolchain.cc_version, "cxx_version": self.toolchain.cxx_version,
-                          "triple": self.toolchain.triple, "sysroot": self.toolchain.sysroot, "id": self.toolchain.id},
+                          "triple": self.toolchain.triple, "sysroot": self.toolchain.sysroot, "id": self.toolchain.id,
+                          "zig": self.toolchain.zig, "path": self.toolchain.path},
+            "emulator": emulation.argv(self) if self.target.emulator else None,
             "cmake": {"generator": self.generator, "cache": {k: render.cmake_value(v) for k, v in self.cache_vars.items()},
                       "cmake_args": list(self.cmake_args), "configure": self.configure_argv(),
                       "build": self.build_argv()},
@@ -145,12 +157,31 @@ class BuildPlan:
 
 # Outputs that are installed into the staging prefix (the rest drive the build).
 STAGED_OUTPUTS = ("launcher", "systemd-unit")
+# Headers a zig recipe may force-include (toolchain.force_include), from templates/include/<name>.j2.
+FORCE_INCLUDES = ("spacemit-ime1-asm.h",)
+
+
+WRAPPER_DIR = "toolchain"   # zig compiler wrappers, below the render dir
+
+
+def _wrapper_context(tool: str):
+    return lambda c: {**c, "tool": tool} if c["zig"] else None
+
+
+def _include_context(name: str):
+    return lambda c: c if c["zig"] and name in c["zig"]["include_names"] else None
 
 
 def _outputs() -> list[render.Output]:
+    wrappers = [render.Output(f"zig-{role}", "zig-wrapper.sh.j2", f"{WRAPPER_DIR}/{name}",
+                              _wrapper_context({"cxx": "c++"}.get(role, role)), executable=True)
+                for role, name in toolchains.ZIG_WRAPPERS.items()]
+    headers = [render.Output(f"include/{name}", f"include/{name}.j2", f"include/{name}", _include_context(name))
+               for name in FORCE_INCLUDES]
     return [
         render.Output("initial-cache", "initial-cache.cmake.j2", "initial-cache.cmake", lambda c: c),
         render.Output("toolchain", "toolchain.cmake.j2", "toolchain.cmake", lambda c: c if c["cross"] else None),
+        *wrappers, *headers,
         render.Output("launcher", "q3tts-serve.sh.j2", "bin/q3tts-serve", lambda c: c, executable=True),
         render.Output("systemd-unit", "q3tts.service.j2", "lib/systemd/system/q3tts.service", lambda c: c),
     ]
@@ -176,16 +207,43 @@ def cmake_args_from(env: Mapping[str, str], cli_defines: tuple[str, ...]) -> tup
     return tuple(args + cli)
 
 
+def _with_toolchain_path(target: Target, options: Options) -> Target:
+    if options.toolchain_path and target.toolchain.kind == "external":
+        path = str(Path(options.toolchain_path).expanduser().resolve())
+        return dataclasses.replace(target, toolchain=dataclasses.replace(target.toolchain, path=path))
+    return target
+
+
+def resolve_name(project: Project, name: str, options: Options = Options()) -> tuple[str, str | None, str]:
+    """A target name or an alias → (target name, alias or None, why this target)."""
+    if name in recipe_mod.names(project):
+        return name, None, ""
+    candidates = recipe_mod.alias_candidates(project, name)
+    if not candidates:
+        recipe_mod.load(project, name)   # raises the unknown-target error with its suggestions
+    skipped = []
+    for cand, target in candidates:
+        ok, why = toolchains.available(_with_toolchain_path(target, options))
+        if ok:
+            reason = f"{why}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
+            return cand, name, reason
+        skipped.append(f"{cand} ({why})")
+    raise ToolMissingError(f"alias {name!r}: no target has its toolchain here: {'; '.join(skipped)}",
+                           hint=f"run `q3build doctor --target {candidates[-1][0]}`")
+
+
 def resolve(project: Project, target_name: str, env: Mapping[str, str], options: Options = Options(), *,
             pin: Pin | None = None, series: LoadedSeries | None = None) -> BuildPlan:
     pin = pin or pin_mod.load(project)
     series = series or series_mod.load(project)
-    target = recipe_mod.load(project, target_name)
-    if options.toolchain_path:
-        import dataclasses
-        target = dataclasses.replace(target, toolchain=dataclasses.replace(target.toolchain,
-                                                                           path=options.toolchain_path))
-    tc = toolchains.resolve(target, env)
+    target_name, alias, alias_reason = resolve_name(project, target_name, options)
+    target = _with_toolchain_path(recipe_mod.load(project, target_name), options)
+    if options.toolchain_path and target.toolchain.kind != "external":
+        ui.warn(f"target {target_name}: --toolchain-path is only used by toolchain kind 'external' "
+                f"(this one is {target.toolchain.kind!r}); ignored")
+    if target.toolchain.kind == "external" and not target.toolchain.path:
+        raise toolchains.external_missing(target, target_name)
+    tc = toolchains.resolve(target, env, project.render_dir(target_name) / WRAPPER_DIR)
     generator = target.cmake.generator or ("Ninja" if toolchains.find("ninja", env) else "Unix Makefiles")
     ccache = toolchains.find("ccache", env) if options.use_ccache else None
     series_digest, overlay_digest = series.digest(), series.overlay_digest()
@@ -198,6 +256,11 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
     cache_vars: dict[str, object] = {"CMAKE_BUILD_TYPE": target.cmake.build_type}
     if not target.cross:
         cache_vars.update(CMAKE_C_COMPILER=tc.cc, CMAKE_CXX_COMPILER=tc.cxx)
+    if target.toolchain.kind == "zig":
+        for k, v in ZIG_OPTIONS.items():
+            if k in recipe_opts and recipe_opts[k] != v:
+                ui.warn(f"target {target_name}: cmake.options.{k} must be {render.cmake_value(v)} with zig (kept)")
+            recipe_opts[k] = v
     cache_vars.update(recipe_opts)
     cache_vars.update(OFFLINE_OPTIONS)
     # the synced tree's git history is ours (patch commits), so build info comes from the pin
@@ -211,21 +274,33 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
         toolchain=tc, generator=generator, cache_vars=cache_vars,
         cmake_args=cmake_args_from(env, options.cmake_defines), jobs=options.jobs or os.cpu_count() or 2,
         ccache=ccache, src_dir=project.src_dir, build_dir=project.build_dir(target_name),
-        stage_dir=project.stage_dir(target_name), render_dir=project.render_dir(target_name))
+        stage_dir=project.stage_dir(target_name), render_dir=project.render_dir(target_name),
+        zig_cache_dir=project.cache / "zig" if tc.kind == "zig" else None)
     # the distribution string is a cache variable too, known only once the plan exists
     cache_vars["LLAMA_BUILD_DISTRIBUTION"] = plan.distribution
     files = render_files(project, plan)
     key = _cache_key(plan, files)
-    import dataclasses
-    return dataclasses.replace(plan, files=files, cache_key=key)
+    return dataclasses.replace(plan, files=files, cache_key=key, alias=alias, alias_reason=alias_reason)
 
 
 def context(plan: BuildPlan) -> dict:
     t = plan.target
     rt = t.runtime
-    emulator = None
-    if t.emulator:
-        emulator = [a.replace("{sysroot}", plan.toolchain.sysroot or "") for a in t.emulator.command]
+    emulator = emulation.argv(plan, with_env=True) if t.emulator else None
+    zig = None
+    if t.toolchain.kind == "zig":
+        wdir = plan.render_dir / WRAPPER_DIR
+        zig = {
+            "target": f"{t.toolchain.triple}" + (f".{t.toolchain.glibc}" if t.toolchain.glibc else ""),
+            "default_mcpu": toolchains.march_to_mcpu(t.cpu.march or "rv64gc"),
+            "features": "".join(f"+{f}" for f in t.toolchain.features),
+            "include_names": list(t.toolchain.force_include),
+            "includes": [str(plan.render_dir / "include" / h) for h in t.toolchain.force_include],
+            "append_cxxflags": list(t.toolchain.append_cxxflags),
+            "cache_dir": str(plan.zig_cache_dir),
+            "ar": str(wdir / toolchains.ZIG_WRAPPERS["ar"]),
+            "ranlib": str(wdir / toolchains.ZIG_WRAPPERS["ranlib"]),
+        }
     return {
         "q3build_version": __version__,
         "target": plan.target_name,
@@ -240,6 +315,7 @@ def context(plan: BuildPlan) -> dict:
         "cache_vars": plan.cache_vars,
         "emulator": emulator,
         "emulator_env": dict(t.emulator.env or {}) if t.emulator else {},
+        "zig": zig,
         "runtime": rt,
         "runtime_env": dict(rt.env or {}),
         "upstream": plan.pin.upstream,

@@ -18,6 +18,20 @@ from .schema import doc
 
 SCHEMA_VERSIONS = (1, 1)
 CMakeValue = bool | int | str
+VLENS = (128, 256, 512, 1024)
+
+# SpacemiT ggml reads the core type from /proc/cpuinfo (marchid); where that has none (qemu-user shows
+# the build machine's) it reads this variable. An id whose top nibble is 0xA (A60 0xA03C, A100 0xA064)
+# runs the IME kernels; 0x503C (X60) keeps them compiled but unused, so ggml uses its RVV kernels.
+CORE_ARCH_VAR = "SPACEMIT_CORE_ARCH"
+IME_FALLBACK_CORE_ARCH = "0x503C"
+
+
+def core_arch_uses_ime(value: str) -> bool:
+    try:
+        return (int(value, 16) >> 12) == 0xA
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +48,14 @@ class Toolchain:
     apt: list[str] = doc("Debian packages that provide this toolchain", default=())
     pip: list[str] = doc("PyPI packages that provide this toolchain", default=())
     link_libs: list[str] = doc("libraries appended to every link (e.g. -latomic for riscv64 gcc)", default=())
+    features: list[str] = doc("zig: extra LLVM target features added to every compile on top of -march "
+                              "(e.g. xsmtvdot for SpacemiT IME1)", default=())
+    force_include: list[str] = doc("zig: q3build headers from templates/include/ force-included into every "
+                                   "compile (e.g. spacemit-ime1-asm.h)", default=())
+    append_cxxflags: list[str] = doc("zig: flags the C++ wrapper appends after CMake's, so they win "
+                                     "(e.g. -std=gnu++20)", default=())
+    glibc: str | None = doc("zig: glibc version the binaries link against (the target's minimum), e.g. 2.36",
+                            default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +84,9 @@ class Emulator:
                              "{sysroot} is replaced by the toolchain sysroot")
     env: dict[str, str] = doc("environment for emulated runs", default=None)
     apt: list[str] = doc("Debian packages that provide the emulator", default=())
+    vlen: int | None = doc("RISC-V vector length in bits; {vlen} in command is replaced by it "
+                           "(`q3build kernels --vlen` overrides)", default=None)
+    ime: bool = doc("the emulator executes SpacemiT IME instructions (stock qemu does not)", default=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +109,10 @@ class Target:
     schema: int = doc("file format version")
     description: str = doc("one line shown by `q3build targets`")
     extends: str | None = doc("target this one is based on", default=None)
+    aliases: list[str] = doc("other names for this target; when several targets share an alias, the one with "
+                             "the highest alias_preference whose toolchain is available is used "
+                             "(not inherited by extends)", default=())
+    alias_preference: int = doc("rank among the targets sharing an alias (higher is tried first)", default=0)
     toolchain: Toolchain = doc("compilers", default=Toolchain())
     cpu: Cpu = doc("instruction set", default=Cpu())
     cmake: CMake = doc("CMake configuration", default=CMake())
@@ -116,11 +145,37 @@ def _checks(t: Target, error) -> None:
                 error((section, "env", name), "not a valid environment variable name")
     if not t.cmake.build_targets:
         error(("cmake", "build_targets"), "at least one target is required")
+    for i, alias in enumerate(t.aliases):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", alias):
+            error(("aliases", i), f"{alias!r} is not a valid target name (lower case, digits, . _ -)")
+    zig_only = (("features", t.toolchain.features), ("force_include", t.toolchain.force_include),
+                ("append_cxxflags", t.toolchain.append_cxxflags), ("glibc", t.toolchain.glibc))
+    for key, value in zig_only:
+        if value and t.toolchain.kind != "zig":
+            error(("toolchain", key), f"only used by toolchain kind 'zig' (this is {t.toolchain.kind!r})")
+    for i, name in enumerate(t.toolchain.force_include):
+        if "/" in name or not name.endswith(".h"):
+            error(("toolchain", "force_include", i), f"{name!r}: expected a header file name from templates/include/")
+    if t.toolchain.glibc and not re.fullmatch(r"2\.\d+", t.toolchain.glibc):
+        error(("toolchain", "glibc"), f"expected a glibc version like 2.36, got {t.toolchain.glibc!r}")
+    if t.emulator and t.emulator.vlen is not None and t.emulator.vlen not in VLENS:
+        error(("emulator", "vlen"), f"expected one of {', '.join(map(str, VLENS))}, got {t.emulator.vlen}")
+    if t.emulator and t.cpu.ime != "none" and not t.emulator.ime:
+        arch = (t.emulator.env or {}).get(CORE_ARCH_VAR)
+        if arch is None:
+            error(("emulator", "env"), f"cpu.ime {t.cpu.ime}: an emulator without IME needs {CORE_ARCH_VAR} "
+                                       f"(e.g. {IME_FALLBACK_CORE_ARCH}: IME compiled but unused)")
+        elif core_arch_uses_ime(arch):
+            error(("emulator", "env", CORE_ARCH_VAR), f"{arch} enables IME, which this emulator cannot run "
+                                                       f"(emulator.ime is false); use {IME_FALLBACK_CORE_ARCH}")
 
 
 def names(project: Project) -> list[str]:
     pin = Path(PIN_FILE).name
     return sorted(p.stem for p in project.recipes_dir.glob("*.yaml") if p.name != pin)
+
+
+NOT_INHERITED = ("description", "aliases", "alias_preference")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -144,8 +199,31 @@ def _raw(project: Project, name: str, chain: tuple[str, ...]) -> tuple[dict, str
     if not isinstance(parent, str) or parent not in names(project):
         raise RecipeError(f"{display}: extends: unknown target {parent!r} (known: {', '.join(names(project))})")
     pdata, _, _ = _raw(project, parent, (*chain, name))
-    merged = _merge({k: v for k, v in pdata.items() if k != "description"}, data)
+    merged = _merge({k: v for k, v in pdata.items() if k not in NOT_INHERITED}, data)
     return merged, text, display
+
+
+def alias_candidates(project: Project, alias: str) -> list[tuple[str, Target]]:
+    """The targets that declare ``alias``, most preferred first ([] if it is no alias)."""
+    found = []
+    for name in names(project):
+        t = load(project, name)
+        if alias in t.aliases:
+            found.append((name, t))
+    found.sort(key=lambda nt: -nt[1].alias_preference)
+    for (a, ta), (b, tb) in zip(found, found[1:]):
+        if ta.alias_preference == tb.alias_preference:
+            raise RecipeError(f"recipes/{a}.yaml, recipes/{b}.yaml: alias {alias!r} is declared by both with "
+                              f"alias_preference {ta.alias_preference}; give them different preferences")
+    return found
+
+
+def all_aliases(project: Project) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name in names(project):
+        for a in load(project, name).aliases:
+            out.setdefault(a, []).append(name)
+    return out
 
 
 def load(project: Project, name: str) -> Target:
@@ -157,4 +235,8 @@ def load(project: Project, name: str) -> Target:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise RecipeError(f"unknown target {name!r}{hint}; known targets: {', '.join(known)}")
     data, text, display = _raw(project, name, ())
-    return schema.parse(Target, data, file=display, text=text, checks=_checks)
+    target = schema.parse(Target, data, file=display, text=text, checks=_checks)
+    for i, alias in enumerate(target.aliases):
+        if alias in known:
+            raise RecipeError(f"{display}: aliases[{i}]: {alias!r} is already a target name")
+    return target

@@ -1,0 +1,65 @@
+"""Qwen3-TTS model fixtures and conversion.
+
+  q3build model tiny --variant base|custom_voice|voice_design --out DIR [--seed N] [--shape tiny]
+      a random checkpoint in the released Hugging Face layout (deterministic by seed)
+  q3build model convert HF_DIR --out DIR [--outtype f32|f16|q8_0|q4_0]
+      talker GGUF + mmproj GGUF with the synced tree's own convert_hf_to_gguf.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .. import ui
+from ._common import print_json
+
+NAME = "model"
+HELP = "make tiny Qwen3-TTS checkpoints and convert checkpoints to GGUF"
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    t = sub.add_parser("tiny", help="write a random checkpoint in the released layout")
+    t.add_argument("--variant", required=True, choices=("base", "custom_voice", "voice_design"))
+    t.add_argument("--shape", default="tiny", choices=("tiny", "0.6b", "1.7b"),
+                   help="geometry: tiny (tests) or the released sizes (benchmarks; large)")
+    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true", help="list the files with sha256 on stdout")
+    c = sub.add_parser("convert", help="convert a Hugging Face checkpoint to talker + mmproj GGUF")
+    c.add_argument("hf_dir", metavar="HF_DIR")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.add_argument("--outtype", default="f32", choices=("f32", "f16", "q8_0", "q4_0"))
+    c.add_argument("--target", default="host", help="target whose build provides llama-quantize (q4_0)")
+    c.add_argument("--json", action="store_true")
+
+
+def run(args, ctx) -> int:
+    if args.model_command == "tiny":
+        return _tiny(args, ctx)
+    from ..model import convert
+    result = convert.convert(ctx.project, Path(args.hf_dir), Path(args.out), args.outtype, ctx.env,
+                             target=args.target)
+    if args.json:
+        print_json(result)
+    else:
+        for f in result["files"]:
+            ui.info(f"{f['path']}  {f['size'] / 1e6:.1f} MB")
+    return 0
+
+
+def _tiny(args, ctx) -> int:
+    from ..model import shapes, tiny
+
+    out = Path(args.out)
+    files = tiny.write_checkpoint(out, shapes.SHAPES[args.shape], args.variant, seed=args.seed,
+                                  vocab_cache=ctx.project.cache / "vocab")
+    rows = [{"path": f.relative_to(out).as_posix(), "size": f.stat().st_size,
+             "sha256": hashlib.sha256(f.read_bytes()).hexdigest()} for f in files]
+    if args.json:
+        print_json({"dir": str(out), "variant": args.variant, "shape": args.shape, "seed": args.seed, "files": rows})
+    else:
+        for r in rows:
+            ui.info(f"{r['path']:<40} {r['size'] / 1e6:8.2f} MB  {r['sha256'][:16]}")
+    return 0
