@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import proc, ui
+from . import emulation, proc, ui
 from .errors import BuildError, CommandError, WorkspaceError
 from .plan import STAGED_OUTPUTS, BuildPlan
 from .project import Project, ensure_owned_dir
@@ -33,6 +34,7 @@ class BuildResult:
     ccache: dict = field(default_factory=dict)
     artifacts: list[dict] = field(default_factory=list)
     version_output: str = ""
+    emulator: str = ""
 
 
 def build_env(project: Project, plan: BuildPlan, env: Mapping[str, str]) -> dict[str, str]:
@@ -42,6 +44,10 @@ def build_env(project: Project, plan: BuildPlan, env: Mapping[str, str]) -> dict
         e.update(CCACHE_DIR=str(project.ccache_dir),
                  # paths below the workspace hash as relative: hits across clones and workspaces
                  CCACHE_BASEDIR=str(project.work), CCACHE_NOHASHDIR="true")
+        if plan.toolchain.kind == "zig":
+            # the compiler is a rendered wrapper script, rewritten on every make: hash its content (which
+            # names the zig binary and version, and the flags it adds), not its mtime
+            e["CCACHE_COMPILERCHECK"] = "content"
     return e
 
 
@@ -83,7 +89,10 @@ def prepare_build_dir(plan: BuildPlan) -> bool:
     return True
 
 
-def configure_and_build(project: Project, plan: BuildPlan, env: Mapping[str, str], result: BuildResult) -> None:
+def configure_and_build(project: Project, plan: BuildPlan, env: Mapping[str, str], result: BuildResult, *,
+                        targets: tuple[str, ...] | None = None) -> None:
+    """Configure when needed, then build ``targets`` (default: the recipe's build_targets)."""
+    targets = targets or tuple(plan.target.cmake.build_targets)
     benv = build_env(project, plan, env)
     ensure_owned_dir(project.work)
     plan.log_dir.mkdir(parents=True, exist_ok=True)
@@ -98,21 +107,37 @@ def configure_and_build(project: Project, plan: BuildPlan, env: Mapping[str, str
             except CommandError as e:
                 raise BuildError(f"configure failed for target {plan.target_name}: see {log}\n"
                                  + _first_error(e.tail)) from None
+            check_ime_spec(plan, log)
             (plan.build_dir / KEY_FILE).write_text(json.dumps({"cache_key": plan.cache_key}) + "\n")
             result.configured = True
             result.configure_seconds = time.monotonic() - t0
-    with ui.step(f"Building {' '.join(plan.target.cmake.build_targets)} for {plan.target_name}"):
+    with ui.step(f"Building {' '.join(targets)} for {plan.target_name}"):
         t0 = time.monotonic()
         log = plan.log_dir / "build.log"
         log.write_text("")
         with ui.BuildProgress(f"{plan.target_name}") as progress:
             try:
-                proc.stream(plan.build_argv(), log_file=log, env=benv, on_line=progress.feed)
+                proc.stream(plan.build_argv(targets), log_file=log, env=benv, on_line=progress.feed)
             except CommandError as e:
                 raise BuildError(f"build failed for target {plan.target_name}: see {log}\n"
                                  + _first_error(e.tail)) from None
         result.build_seconds = time.monotonic() - t0
     result.ccache = _ccache_delta(before, _ccache_stats(plan, benv)) if plan.ccache else {}
+
+
+def check_ime_spec(plan: BuildPlan, log) -> None:
+    """ggml decides which SpacemiT IME kernels to compile by probing the assembler; a recipe that asks
+    for IME must get them, not a silent RVV-only build."""
+    ime = plan.target.cpu.ime
+    if ime == "none" or not plan.cache_vars.get("GGML_CPU_RISCV64_SPACEMIT"):
+        return
+    m = re.search(r"^RISCV64_SPACEMIT_IME_SPEC: ?(.*)$", log.read_text(errors="replace"), re.M)
+    spec = m.group(1).strip() if m else ""
+    want = f"RISCV64_SPACEMIT_{ime.upper()}"
+    if want not in spec.split(";"):
+        raise BuildError(f"configure of target {plan.target_name}: the compiler cannot assemble SpacemiT "
+                         f"{ime.upper()} instructions (RISCV64_SPACEMIT_IME_SPEC is {spec or 'empty'!r}, "
+                         f"cpu.ime wants {want}); see {log}")
 
 
 def _first_error(tail: str) -> str:
@@ -141,15 +166,26 @@ def stage(project: Project, plan: BuildPlan, env: Mapping[str, str], result: Bui
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(f.content, encoding="utf-8")
         dst.chmod(0o755 if f.executable else 0o644)
+    server = tmp / "bin" / "llama-server"
     if not plan.target.cross:
-        r = proc.run([tmp / "bin" / "llama-server", "--version"], env=env, capture=True, check=False)
+        r = proc.run([server, "--version"], env=env, capture=True, check=False)
+    elif plan.target.emulator:
+        # cross targets: the staged binary runs under the emulator (qemu-user), with the emulator env
+        r = emulation.run(plan, [server, "--version"], env)
+        result.emulator = shlex.join(emulation.argv(plan))
+    else:
+        r = None
+        ui.warn(f"target {plan.target_name} has no emulator: llama-server --version not checked")
+    if r is not None:
         result.version_output = (r.stdout + r.stderr).strip()
         if r.returncode != 0 or plan.distribution not in result.version_output:
-            raise BuildError(f"staged llama-server --version did not report the series digest "
+            how = " under the emulator" if plan.target.cross else ""
+            raise BuildError(f"staged llama-server --version{how} did not report the series digest "
                              f"(exit {r.returncode}): {result.version_output[-300:]}")
     result.artifacts = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
                         for rel in plan.artifacts]
-    info = {"plan": plan.to_json(), "artifacts": result.artifacts, "version_output": result.version_output}
+    info = {"plan": plan.to_json(), "artifacts": result.artifacts, "version_output": result.version_output,
+            "version_checked_with": result.emulator or ("native" if not plan.target.cross else None)}
     (tmp / "share" / "q3build").mkdir(parents=True, exist_ok=True)
     (tmp / "share" / "q3build" / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
     if stage_dir.exists():

@@ -119,9 +119,9 @@ class BuildPlan:
         argv += ["-C", str(self.render_dir / "initial-cache.cmake")]
         return argv
 
-    def build_argv(self) -> list[str]:
+    def build_argv(self, targets: tuple[str, ...] | None = None) -> list[str]:
         return ["cmake", "--build", str(self.build_dir), "--parallel", str(self.jobs),
-                "--target", *self.target.cmake.build_targets]
+                "--target", *(targets or self.target.cmake.build_targets)]
 
     def to_json(self) -> dict:
         return {

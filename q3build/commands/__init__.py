@@ -1,5 +1,5 @@
 """The verbs, one module each. Listed explicitly (no discovery): the order is the help order."""
 
-from . import doctor, make, model, patches, plan, render, sync, targets
+from . import doctor, kernels, make, model, patches, plan, render, sync, targets
 
-COMMANDS = (sync, patches, targets, plan, render, make, model, doctor)
+COMMANDS = (sync, patches, targets, plan, render, make, model, kernels, doctor)

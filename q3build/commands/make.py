@@ -33,6 +33,8 @@ def run(args, ctx) -> int:
     pin = pin_mod.load(ctx.project)
     series = series_mod.load(ctx.project)
     plan = plan_mod.resolve(ctx.project, args.target, ctx.env, options(args), pin=pin, series=series)
+    if plan.alias:
+        ui.info(f"{plan.alias} → {plan.target_name}: {plan.alias_reason}")
     with ui.step("Syncing source"):
         synced = workspace.sync(ctx.project, pin, series, ctx.env)
     if args.clean and plan.build_dir.exists():
@@ -47,7 +49,8 @@ def run(args, ctx) -> int:
     total = time.monotonic() - t0
     summary = {
         "target": plan.target_name, "ok": True, "stage": str(plan.stage_dir), "cache_key": plan.cache_key,
-        "version": result.version_output, "sync": {"changed": synced.changed, "seconds": round(synced.seconds, 3),
+        "alias": plan.alias, "alias_reason": plan.alias_reason or None,
+        "version": result.version_output, "version_checked_with": result.emulator or None, "sync": {"changed": synced.changed, "seconds": round(synced.seconds, 3),
                                                    "head": synced.stamp.head},
         "configured": result.configured, "seconds": {"configure": round(result.configure_seconds, 2),
                                                       "build": round(result.build_seconds, 2),

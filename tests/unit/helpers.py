@@ -24,8 +24,18 @@ sources:
 """
 
 
-def fake_toolchain(target, env):
+def fake_toolchain(target, env, wrapper_dir=None):
     tc = target.toolchain
+    if tc.kind == "zig":
+        ver = "zig 0.17.1 (clang version 22.1.8)"
+        cc, cxx = toolchains.compilers(target, env, wrapper_dir)
+        return ResolvedToolchain(kind="zig", cc=cc, cxx=cxx, cc_version=ver, cxx_version=ver, triple=tc.triple,
+                                 sysroot=tc.sysroot, zig="/opt/ziglang/zig")
+    if tc.kind == "external":
+        root = tc.path
+        cc, cxx, ver = f"{root}/bin/{tc.triple}-gcc", f"{root}/bin/{tc.triple}-g++", f"{tc.triple}-gcc (Vendor) 15.1"
+        return ResolvedToolchain(kind="external", cc=cc, cxx=cxx, cc_version=ver, cxx_version=ver, triple=tc.triple,
+                                 sysroot=toolchains.sysroot_of(target), path=root)
     if tc.kind == "native":
         cc, cxx, ver = "/usr/bin/cc", "/usr/bin/c++", "cc (Test) 12.2.0"
     else:

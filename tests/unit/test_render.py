@@ -37,7 +37,7 @@ def test_native_target_has_no_toolchain_file_and_cross_has_one(tmp_path, monkeyp
     assert plan_mod.resolve(p, "host", env).file("toolchain") is None
     cross = plan_mod.resolve(p, "rv-example", env)
     tc = cross.file("toolchain").content
-    assert 'set(CMAKE_CROSSCOMPILING_EMULATOR "qemu-riscv64;-L;/usr/riscv64-linux-gnu;-cpu;' in tc
+    assert 'set(CMAKE_CROSSCOMPILING_EMULATOR "env;QEMU_STRACE=;qemu-riscv64;-L;/usr/riscv64-linux-gnu;-cpu;' in tc
     assert 'set(CMAKE_C_STANDARD_LIBRARIES "-latomic")' in tc
     assert "CMAKE_TOOLCHAIN_FILE" in cross.file("initial-cache").content
 

@@ -24,4 +24,4 @@ set(CMAKE_C_STANDARD_LIBRARIES "-latomic")
 set(CMAKE_CXX_STANDARD_LIBRARIES "-latomic")
 
 # runs target binaries on the build machine (try_run, tests)
-set(CMAKE_CROSSCOMPILING_EMULATOR "qemu-riscv64;-L;/usr/riscv64-linux-gnu;-cpu;rv64,v=true,vlen=256,elen=64,vext_spec=v1.0,Zfh=true,zba=true")
+set(CMAKE_CROSSCOMPILING_EMULATOR "env;QEMU_STRACE=;qemu-riscv64;-L;/usr/riscv64-linux-gnu;-cpu;rv64,v=true,vlen=256,elen=64,vext_spec=v1.0,Zfh=true,zba=true")
