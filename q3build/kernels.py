@@ -82,7 +82,11 @@ def parse_quantize_fns(out: str, run: Run) -> None:
             run.failures.append(line.strip())
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def parse_backend_ops(out: str, run: Run) -> None:
+    out = _ANSI.sub("", out)
     for line in out.splitlines():
         m = _BO_CASE.match(line)
         if not m or m.group("result") == "not supported":

@@ -207,7 +207,7 @@ def cmake_args_from(env: Mapping[str, str], cli_defines: tuple[str, ...]) -> tup
     return tuple(args + cli)
 
 
-def _with_toolchain_path(target: Target, options: Options) -> Target:
+def with_toolchain_path(target: Target, options: Options) -> Target:
     if options.toolchain_path and target.toolchain.kind == "external":
         path = str(Path(options.toolchain_path).expanduser().resolve())
         return dataclasses.replace(target, toolchain=dataclasses.replace(target.toolchain, path=path))
@@ -223,10 +223,13 @@ def resolve_name(project: Project, name: str, options: Options = Options()) -> t
         recipe_mod.load(project, name)   # raises the unknown-target error with its suggestions
     skipped = []
     for cand, target in candidates:
-        ok, why = toolchains.available(_with_toolchain_path(target, options))
+        ok, why = toolchains.available(with_toolchain_path(target, options))
         if ok:
             reason = f"{why}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
             return cand, name, reason
+        if options.toolchain_path and target.toolchain.kind == "external":
+            # the user meant this one: do not fall back to another board silently
+            raise ToolMissingError(f"alias {name!r} → {cand}: {why}")
         skipped.append(f"{cand} ({why})")
     raise ToolMissingError(f"alias {name!r}: no target has its toolchain here: {'; '.join(skipped)}",
                            hint=f"run `q3build doctor --target {candidates[-1][0]}`")
@@ -237,7 +240,7 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
     pin = pin or pin_mod.load(project)
     series = series or series_mod.load(project)
     target_name, alias, alias_reason = resolve_name(project, target_name, options)
-    target = _with_toolchain_path(recipe_mod.load(project, target_name), options)
+    target = with_toolchain_path(recipe_mod.load(project, target_name), options)
     if options.toolchain_path and target.toolchain.kind != "external":
         ui.warn(f"target {target_name}: --toolchain-path is only used by toolchain kind 'external' "
                 f"(this one is {target.toolchain.kind!r}); ignored")

@@ -127,7 +127,9 @@ def tools_for(target: Target, env: Mapping[str, str]) -> list[Tool]:
         tools.append(Tool(zig_executable() or "python3 -m ziglang", "zig cc: C/C++ cross compiler (clang)",
                           pip=pip or pin))
     elif tc.kind == "external" and not tc.path:
-        tools.append(Tool(f"<--toolchain-path>/bin/{tc.triple}-gcc", "vendor C/C++ compiler (external)"))
+        tools.append(Tool(f"<--toolchain-path>/bin/{tc.triple}-gcc",
+                          f"vendor C/C++ compiler ({tc.version or 'external'}; no package registry has it): "
+                          "pass --toolchain-path DIR"))
     else:
         cc, cxx = compilers(target, env)
         apt = tc.apt[0] if tc.apt else None

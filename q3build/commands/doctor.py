@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .. import recipe, toolchains, ui
+from .. import plan as plan_mod, recipe, toolchains, ui
 from ._common import print_json
 
 NAME = "doctor"
@@ -15,20 +15,30 @@ HELP = "list missing system tools for a target, with the packages that provide t
 def add_arguments(p) -> None:
     p.add_argument("--target", "-t", metavar="T", action="append",
                    help="target to check (repeatable; default: all targets)")
+    p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
     p.add_argument("--json", action="store_true")
 
 
 def run(args, ctx) -> int:
-    names = args.target or recipe.names(ctx.project)
+    opts = plan_mod.Options(toolchain_path=args.toolchain_path)
+    names = []
+    for asked in args.target or recipe.names(ctx.project):
+        name, alias, why = plan_mod.resolve_name(ctx.project, asked, opts)
+        if alias:
+            ui.info(f"{alias} → {name}: {why}")
+        names.append(name)
     report, missing_required = [], []
     for name in names:
-        target = recipe.load(ctx.project, name)
+        target = plan_mod.with_toolchain_path(recipe.load(ctx.project, name), opts)
+        explicit = bool(args.target)
         for tool in toolchains.tools_for(target, ctx.env):
             path = toolchains.find(tool.name, ctx.env)
+            # a vendor toolchain nobody asked for is not a missing tool of this machine
+            required = tool.required and (explicit or not tool.name.startswith("<"))
             row = {"target": name, "tool": tool.name, "purpose": tool.purpose, "found": path,
-                   "required": tool.required, "apt": tool.apt, "pip": tool.pip}
+                   "required": required, "apt": tool.apt, "pip": tool.pip}
             report.append(row)
-            if path is None and tool.required:
+            if path is None and required:
                 missing_required.append(row)
     if args.json:
         print_json({"ok": not missing_required, "tools": report})

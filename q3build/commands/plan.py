@@ -32,6 +32,8 @@ def show(plan) -> None:
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column(overflow="fold")
+    if plan.alias:
+        t.add_row("alias", f"{plan.alias} → {plan.target_name}, because {plan.alias_reason}")
     t.add_row("target", f"{plan.target_name}: {plan.target.description}")
     t.add_row("llama.cpp", f"{u.commit} ({u.tag}, {u.date}), tree {u.tree}")
     t.add_row("sources", ", ".join(s.label for s in plan.pin.sources))
