@@ -1,0 +1,118 @@
+"""riscv64 and SpacemiT K1 for real: zig cross builds of the pinned tree, run under qemu-user.
+
+Needs what `scripts/bootstrap --test` installs (ziglang 0.17.1, qemu-user, libc6-dev-riscv64-cross).
+Cold: ~4-5 min per build on 2 cores (zig's libc++ bootstrap once per machine, in the q3build cache);
+ccache and the zig cache make reruns take seconds. The kernel tests run under qemu (several minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from q3build import cli
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One workspace for the module: the kernel tests reuse the riscv64 build directory."""
+    return tmp_path_factory.mktemp("rvwork")
+
+
+@pytest.fixture
+def q3(work, monkeypatch, capsys):
+    monkeypatch.setenv("Q3BUILD_WORK_DIR", str(work))
+
+    def call(*args) -> tuple[int, dict | None]:
+        capsys.readouterr()
+        rc = cli.main(["--project", str(REPO), *args])
+        captured = capsys.readouterr()
+        call.err = captured.err
+        out = captured.out
+        return rc, json.loads(out) if "--json" in args and out.strip().startswith("{") else None
+    return call
+
+
+def file_of(path) -> str:
+    if not shutil.which("file"):
+        pytest.skip("`file` is not installed (scripts/bootstrap --test installs it)")
+    return subprocess.run(["file", "-b", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def series_digest() -> str:
+    out = subprocess.run(["q3build", "--project", str(REPO), "patches", "list", "--json"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)["series_digest"][:12]
+
+
+def test_make_riscv64_runs_version_under_qemu(q3, work):
+    assert q3("sync", "--source", "pypi-sdist")[0] == 0
+    rc, s = q3("make", "--target", "riscv64", "--json")
+    assert rc == 0, s
+    assert s["version_checked_with"].startswith("qemu-riscv64 -L /usr/riscv64-linux-gnu -cpu rv64,v=true,vlen=256")
+    assert f"build 11312, commit 0c1e570, q3build 0.1.0 series {series_digest()}" in s["version"]
+    server = work / "stage" / "riscv64" / "bin" / "llama-server"
+    desc = file_of(server)
+    # one binary per tool: libc++ linked in, only glibc (>= 2.36) needed on the board
+    assert desc.startswith("ELF 64-bit LSB") and "UCB RISC-V" in desc and "double-float ABI" in desc
+    assert "ld-linux-riscv64-lp64d.so.1" in desc
+    info = json.loads((work / "stage" / "riscv64" / "share" / "q3build" / "build-info.json").read_text())
+    assert info["plan"]["toolchain"]["kind"] == "zig"
+    assert info["plan"]["toolchain"]["cc_version"].startswith("zig 0.17.1 (clang version 22")
+    assert info["plan"]["cmake"]["cache"]["BUILD_SHARED_LIBS"] == "OFF"
+    assert info["version_checked_with"].startswith("qemu-riscv64 ")
+    # the same build again: nothing configured or compiled
+    rc, again = q3("make", "--target", "riscv64", "--json")
+    assert rc == 0 and again["configured"] is False
+    assert again["ccache"].get("misses", 0) == 0
+
+
+def test_kernels_riscv64_pass_under_qemu(q3):
+    rc, s = q3("kernels", "--target", "riscv64", "--json")
+    assert s is not None, "no JSON summary"
+    runs = {(r["test"], r["vlen"]): r for r in s["runs"]}
+    assert set(runs) == {("test-quantize-fns", 128), ("test-quantize-fns", 256), ("test-quantize-fns", 1024),
+                         ("test-backend-ops", 256)}
+    for key, r in runs.items():
+        assert r["ok"], (key, r["failures"], r["tail"])
+    qf = runs[("test-quantize-fns", 256)]
+    for t in ("q4_0", "q8_0", "f16"):
+        assert qf["cases"].get(t, 0) >= 2, qf["cases"]
+    bo = runs[("test-backend-ops", 256)]
+    for op in ("MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D"):
+        assert bo["cases"].get(op, 0) > 0, (op, bo["cases"])
+    assert rc == 0
+
+
+def test_make_spacemit_alias_builds_k1_with_ime1_and_runs_with_the_fallback(q3, work, monkeypatch):
+    # the user's environment asks for IME1: qemu cannot run it, so the emulated run says so and uses 0x503C
+    monkeypatch.setenv("SPACEMIT_CORE_ARCH", "0xA03C")
+    rc, s = q3("make", "--target", "spacemit", "--json")
+    assert rc == 0, s
+    assert s["target"] == "spacemit-k1" and s["alias"] == "spacemit"
+    assert "skipped spacemit-k3" in s["alias_reason"]
+    assert "series" in s["version"]
+    assert "SPACEMIT_CORE_ARCH=0xA03C asks for SpacemiT IME1, but qemu-riscv64 has no IME instructions" in \
+        " ".join(q3.err.split())
+    log = (work / "build" / "spacemit-k1.logs" / "configure.log").read_text()
+    assert "RISCV64_SPACEMIT_IME_SPEC: RISCV64_SPACEMIT_IME1" in log
+    desc = file_of(work / "stage" / "spacemit-k1" / "bin" / "llama-server")
+    assert "UCB RISC-V" in desc
+    launcher = (work / "stage" / "spacemit-k1" / "bin" / "q3tts-serve").read_text()
+    assert "SPACEMIT_CORE_ARCH=0xA03C" in launcher
+
+
+def test_spacemit_k3_without_toolchain_is_one_clear_line(q3):
+    rc, _ = q3("make", "--target", "spacemit-k3")
+    err = q3.err.splitlines()
+    assert rc == 5
+    assert err[0].startswith("q3build: error: target spacemit-k3 needs the vendor toolchain")
+    assert "--toolchain-path DIR" in err[0]
+    assert err[1].startswith("q3build: hint:") and "spacemit-k1" in err[1] and "riscv64" in err[1]
