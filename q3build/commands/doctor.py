@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from .. import plan as plan_mod, recipe, toolchains, ui
+from ..errors import ToolMissingError
 from ._common import print_json
 
 NAME = "doctor"
@@ -23,7 +24,12 @@ def run(args, ctx) -> int:
     opts = plan_mod.Options(toolchain_path=args.toolchain_path)
     names = []
     for asked in args.target or recipe.names(ctx.project):
-        name, alias, why = plan_mod.resolve_name(ctx.project, asked, opts)
+        try:
+            name, alias, why = plan_mod.resolve_name(ctx.project, asked, opts)
+        except ToolMissingError as e:   # an alias none of whose targets can build here: check them all
+            ui.info(f"{asked}: {e}")
+            names += [n for n, _ in recipe.alias_candidates(ctx.project, asked)]
+            continue
         if alias:
             ui.info(f"{alias} → {name}: {why}")
         names.append(name)

@@ -63,3 +63,31 @@ def test_k3_with_a_foreign_sysroot_fails_before_configure(tmp_path, monkeypatch,
     assert rc == 5
     assert f"toolchain.sysroot {root}/sysroot: libc.so.6 is not a riscv64 library (ELF machine 62, expected 243)" in err
     assert not (tmp_path / "work" / "build").exists()
+
+
+def test_doctor_names_zig_qemu_and_sysroot_packages(tmp_path, monkeypatch, capsys):
+    import os
+    import shutil
+
+    from q3build import toolchains
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "cmake"):   # no qemu-riscv64
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(toolchains, "zig_executable", lambda: None)   # ziglang not installed
+    capsys.readouterr()
+    assert cli.main(["--project", str(REPO), "doctor", "--target", "spacemit", "--json"]) == 5
+    out = capsys.readouterr()
+    assert "spacemit: alias 'spacemit': no target has its toolchain here" in " ".join(out.err.split())
+    report = json.loads(out.out)["tools"]
+    assert {r["target"] for r in report} == {"spacemit-k1", "spacemit-k3"}
+    rows = {r["purpose"].split(":")[0]: r for r in report if r["target"] == "spacemit-k1"}
+    assert rows["zig cc"]["found"] is None and rows["zig cc"]["pip"] == "ziglang==0.17.1"
+    assert rows["run target binaries on this machine"]["found"] is None
+    assert rows["run target binaries on this machine"]["apt"] == "qemu-user"
+    assert rows["target C library (sysroot)"]["apt"] == "libc6-dev-riscv64-cross"
+    capsys.readouterr()
+    assert cli.main(["--project", str(REPO), "doctor", "--target", "riscv64"]) == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert "install with: apt-get install qemu-user" in err and "install with: pip install ziglang==0.17.1" in err
