@@ -27,6 +27,12 @@ class RecipeError(Q3BuildError):
                          f"{len(self.problems)} problems:\n  " + "\n  ".join(self.problems), hint=hint)
 
 
+class InputError(Q3BuildError):
+    """A file or argument given on the command line is not what the command needs."""
+
+    exit_code = 2
+
+
 class FetchError(Q3BuildError):
     """No configured source produced the pinned tree."""
 

@@ -33,11 +33,25 @@ def add_arguments(p) -> None:
     c.add_argument("--outtype", default="f32", choices=("f32", "f16", "q8_0", "q4_0"))
     c.add_argument("--target", default="host", help="target whose build provides llama-quantize (q4_0)")
     c.add_argument("--json", action="store_true")
+    r = sub.add_parser("parity", help="compare our build with the official implementation, stage by stage")
+    r.add_argument("hf_dir", metavar="HF_DIR", help="the checkpoint (Hugging Face layout)")
+    r.add_argument("--model", required=True, metavar="DIR", help="its converted model directory")
+    r.add_argument("--target", default="host", help="target whose staged llama-tts is compared")
+    r.add_argument("--layout", default="nonstreaming", choices=("nonstreaming", "streaming"))
+    r.add_argument("--frames", type=int, default=30)
+    r.add_argument("--text", default="Hello from a tiny model.")
+    r.add_argument("--language", default="english")
+    r.add_argument("--reference-wav", metavar="WAV", help="speaker reference (Base)")
+    r.add_argument("--speaker", help="CustomVoice speaker")
+    r.add_argument("--instruct", help="VoiceDesign / CustomVoice instruction")
+    r.add_argument("--json", action="store_true")
 
 
 def run(args, ctx) -> int:
     if args.model_command == "tiny":
         return _tiny(args, ctx)
+    if args.model_command == "parity":
+        return _parity(args, ctx)
     from ..model import convert
     result = convert.convert(ctx.project, Path(args.hf_dir), Path(args.out), args.outtype, ctx.env,
                              target=args.target)
@@ -63,3 +77,31 @@ def _tiny(args, ctx) -> int:
         for r in rows:
             ui.info(f"{r['path']:<40} {r['size'] / 1e6:8.2f} MB  {r['sha256'][:16]}")
     return 0
+
+
+def _parity(args, ctx) -> int:
+    import json as _json
+
+    from ..errors import InputError
+    from ..model import parity
+
+    hf = Path(args.hf_dir)
+    config = _json.loads((hf / "config.json").read_text()) if (hf / "config.json").is_file() else None
+    if config is None:
+        raise InputError(f"{hf}: no config.json (not a checkpoint directory)")
+    llama_tts = ctx.project.stage_dir(args.target) / "bin" / "llama-tts"
+    if not llama_tts.is_file():
+        raise InputError(f"{llama_tts} not found", hint=f"run `q3build make --target {args.target}` first")
+    req = parity.Request(checkpoint=hf.resolve(), model_dir=Path(args.model).resolve(),
+                         variant=config.get("tts_model_type", "base"), text=args.text, language=args.language,
+                         layout=args.layout, frames=args.frames,
+                         reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
+                         speaker=args.speaker, instruct=args.instruct)
+    report = parity.parity(req, llama_tts, ctx.env)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        for s in report.stages:
+            ui.info(f"{'ok  ' if s.ok else 'DIFF'} {s.name:<14} {s.detail}")
+        ui.info("first divergence: " + (report.first_divergence or "none"))
+    return 0 if report.first_divergence is None else 6

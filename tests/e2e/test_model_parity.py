@@ -1,0 +1,98 @@
+"""Tiny checkpoint → upstream converter (with our patches) → built llama-tts, compared stage by
+stage with the official implementation. Base, non-streaming text layout (the one upstream's
+helper builds)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from q3build import cli
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def q3(*args):
+    return cli.main(["--project", str(REPO), *args])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The host build (incremental through ccache) and a tiny Base checkpoint with a reference wav."""
+    root = tmp_path_factory.mktemp("parity")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    try:
+        assert q3("make", "--target", "host") == 0
+        assert q3("model", "tiny", "--variant", "base", "--out", str(root / "hf")) == 0
+        wav = (np.sin(np.arange(48000) * 2 * np.pi * 220 / 24000) * 0.3).astype(np.float32)
+        sf.write(root / "ref.wav", wav, 24000)
+        yield root, mp
+    finally:
+        mp.undo()
+
+
+def parity(root, model_dir, capsys, *extra):
+    capsys.readouterr()
+    rc = q3("model", "parity", str(root / "hf"), "--model", str(model_dir), "--reference-wav",
+            str(root / "ref.wav"), "--frames", "24", "--json", *extra)
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def test_convert_writes_model_dir(built, capsys):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    capsys.readouterr()
+    assert q3("model", "convert", str(root / "hf"), "--out", str(root / "f32"), "--json") == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["variant"] == "base" and m["outtype"] == "f32"
+    assert {f["path"].rsplit("/", 1)[1] for f in m["files"]} == {"talker.gguf", "mmproj.gguf"}
+    assert (root / "f32" / "q3tts-model.json").is_file()
+
+
+def test_f32_matches_the_reference_at_every_stage(built, capsys):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    if not (root / "f32" / "talker.gguf").exists():
+        assert q3("model", "convert", str(root / "hf"), "--out", str(root / "f32")) == 0
+    rc, report = parity(root, root / "f32", capsys)
+    stages = {s["name"]: s for s in report["stages"]}
+    assert rc == 0 and report["first_divergence"] is None, report
+    assert stages["codes"]["frames"] >= 20 and stages["codes"]["frames_identical"] == stages["codes"]["frames"]
+    assert stages["waveform"]["correlation"] >= 0.9999 and stages["waveform"]["max_abs"] <= 5e-3
+
+
+def test_q8_0_reports_code_agreement(built, capsys):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    assert q3("model", "convert", str(root / "hf"), "--out", str(root / "q8"), "--outtype", "q8_0") == 0
+    rc, report = parity(root, root / "q8", capsys)
+    codes = next(s for s in report["stages"] if s["name"] == "codes")
+    assert 0.0 <= codes["codes_equal"] <= 1.0 and codes["frames"] >= 1
+    assert rc in (0, 6)  # informative: random weights make q8_0 drift
+
+
+def test_a_different_checkpoint_is_caught_at_the_first_stage(built, capsys):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    assert q3("model", "tiny", "--variant", "base", "--seed", "1", "--out", str(root / "other")) == 0
+    assert q3("model", "convert", str(root / "other"), "--out", str(root / "other-f32")) == 0
+    rc, report = parity(root, root / "other-f32", capsys)
+    assert rc == 6 and report["first_divergence"] == "prompt_embd"
+
+
+def test_convert_rejects_a_non_checkpoint(built, tmp_path, capsys):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "model.safetensors").write_text("")
+    (tmp_path / "speech_tokenizer").mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (tmp_path / "speech_tokenizer" / f).write_text("{}")
+    assert q3("model", "convert", str(tmp_path), "--out", str(tmp_path / "out")) == 2
+    assert "model_type is 'llama', expected 'qwen3_tts'" in capsys.readouterr().err
