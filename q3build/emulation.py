@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from . import proc, ui
-from .errors import ToolMissingError
+from .errors import CommandError, ToolMissingError
 from .recipe import CORE_ARCH_VAR, IME_FALLBACK_CORE_ARCH, core_arch_uses_ime
 
 if TYPE_CHECKING:
@@ -65,6 +65,21 @@ def require(plan: "BuildPlan", env: Mapping[str, str]) -> str:
         pkg = f"; apt install {' '.join(emu.apt)}" if emu.apt else ""
         raise ToolMissingError(f"emulator {emu.command[0]} for target {plan.target_name} not found{pkg}")
     return exe
+
+
+def run_logged(plan: "BuildPlan", args: Sequence[str], env: Mapping[str, str], log_file, *,
+               vlen: int | None = None) -> int:
+    """Run a target binary under the emulator with its output streamed into ``log_file`` (fresh);
+    returns the exit code."""
+    require(plan, env)
+    e, _ = environment(plan, env)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("")
+    try:
+        proc.stream([*argv(plan, vlen=vlen), *map(str, args)], log_file=log_file, env=e)
+    except CommandError as err:
+        return err.returncode
+    return 0
 
 
 def run(plan: "BuildPlan", args: Sequence[str], env: Mapping[str, str], *, vlen: int | None = None,

@@ -6,7 +6,8 @@ Builds test-quantize-fns and test-backend-ops in the target's build directory (t
 cmake.options.LLAMA_BUILD_TESTS), then runs them through the recipe's emulator at each vector length:
 test-quantize-fns checks ggml's RVV quantize and dot-product kernels against the scalar reference;
 test-backend-ops runs the ops Qwen3-TTS uses (mul_mat f32/f16/q8_0/q4_0, get_rows, rope, rms_norm,
-soft_max, im2col, conv_transpose_1d) on the CPU backend against its reference mode. Logs go to
+soft_max, im2col, conv_transpose_1d; one run per op, at small sizes) on the CPU backend against its
+reference mode. Logs go to
 .q3build/build/<target>.logs/. Exit 0 only when every run passes.
 """
 
@@ -82,14 +83,17 @@ def run(args, ctx) -> int:
     build.configure_and_build(ctx.project, plan, ctx.env, result, targets=tuple(tests))
     runs = []
     for test in tests:
+        cases = [(None, "")] if test == kernels.QUANTIZE_FNS else list(kernels.TTS_OPS)
         for vlen in vlens or ([128, 256, 1024] if test == kernels.QUANTIZE_FNS else [default_vlen]):
-            with ui.step(f"{test} under {t.emulator.command[0]}, VLEN {vlen}"):
-                r = kernels.run_test(plan, test, vlen, ctx.env)
-            runs.append(r)
-            status = "ok" if r.ok else "[red]FAILED[/]"
-            ui.info(f"{test} VLEN {vlen}: {status}, {r.passed} passed, {r.failed} failed ({r.seconds} s)")
-            for f in r.failures[:10]:
-                ui.warn(f"  {f}")
+            for op, params in cases:
+                name = test + (f" {op}" if op else "")
+                with ui.step(f"{name} under {t.emulator.command[0]}, VLEN {vlen}"):
+                    r = kernels.run_test(plan, test, vlen, ctx.env, op=op, params=params)
+                runs.append(r)
+                status = "ok" if r.ok else "[red]FAILED[/]"
+                ui.info(f"{name} VLEN {vlen}: {status}, {r.passed} passed, {r.failed} failed ({r.seconds} s)")
+                for f in r.failures[:10]:
+                    ui.warn(f"  {f}")
     ok = all(r.ok for r in runs)
     summary = {"target": plan.target_name, "ok": ok, "emulator": t.emulator.command[0],
                "build_seconds": round(result.configure_seconds + result.build_seconds, 1),
@@ -100,9 +104,10 @@ def run(args, ctx) -> int:
         print_json(summary)
     else:
         tab = Table(title=f"{plan.target_name}: kernel tests under {t.emulator.command[0]}")
-        for c in ("test", "VLEN", "result", "passed", "failed", "seconds"):
+        for c in ("test", "op", "VLEN", "result", "passed", "failed", "seconds"):
             tab.add_column(c)
         for r in runs:
-            tab.add_row(r.test, str(r.vlen), "ok" if r.ok else "FAILED", str(r.passed), str(r.failed), str(r.seconds))
+            tab.add_row(r.test, r.op or "", str(r.vlen), "ok" if r.ok else "FAILED", str(r.passed), str(r.failed),
+                        str(r.seconds))
         ui.console.print(tab)
     return 0 if ok else 5

@@ -77,17 +77,17 @@ def test_make_riscv64_runs_version_under_qemu(q3, work):
 def test_kernels_riscv64_pass_under_qemu(q3):
     rc, s = q3("kernels", "--target", "riscv64", "--json")
     assert s is not None, "no JSON summary"
-    runs = {(r["test"], r["vlen"]): r for r in s["runs"]}
-    assert set(runs) == {("test-quantize-fns", 128), ("test-quantize-fns", 256), ("test-quantize-fns", 1024),
-                         ("test-backend-ops", 256)}
+    runs = {(r["test"], r["vlen"], r["op"]): r for r in s["runs"]}
+    ops = ("MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D")
+    assert set(runs) == {("test-quantize-fns", v, None) for v in (128, 256, 1024)} | {
+        ("test-backend-ops", 256, op) for op in ops}
     for key, r in runs.items():
         assert r["ok"], (key, r["failures"], r["tail"])
-    qf = runs[("test-quantize-fns", 256)]
+    qf = runs[("test-quantize-fns", 256, None)]
     for t in ("q4_0", "q8_0", "f16"):
         assert qf["cases"].get(t, 0) >= 2, qf["cases"]
-    bo = runs[("test-backend-ops", 256)]
-    for op in ("MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D"):
-        assert bo["cases"].get(op, 0) > 0, (op, bo["cases"])
+    for op in ops:
+        assert runs[("test-backend-ops", 256, op)]["cases"].get(op, 0) > 0, op
     assert rc == 0
 
 

@@ -295,7 +295,7 @@ Backend 1/1: CPU
 
 
 def test_parse_quantize_fns():
-    run = kernels.Run(test=kernels.QUANTIZE_FNS, vlen=256, argv=[], returncode=1, seconds=1.0)
+    run = kernels.Run(test=kernels.QUANTIZE_FNS, vlen=256, op=None, argv=[], returncode=1, seconds=1.0)
     kernels.parse_quantize_fns(QF_OUT, run)
     assert (run.passed, run.failed) == (5, 1)
     assert run.cases == {"f32": 1, "q4_0": 3, "q8_0": 1}
@@ -304,7 +304,7 @@ def test_parse_quantize_fns():
 
 
 def test_parse_backend_ops_uses_the_summary_and_names_failures():
-    run = kernels.Run(test=kernels.BACKEND_OPS, vlen=256, argv=[], returncode=1, seconds=1.0)
+    run = kernels.Run(test=kernels.BACKEND_OPS, vlen=256, op="MUL_MAT", argv=[], returncode=1, seconds=1.0)
     kernels.parse_backend_ops(BO_OUT, run)
     assert (run.passed, run.failed) == (1, 1)
     assert run.cases == {"MUL_MAT": 1}
@@ -312,13 +312,21 @@ def test_parse_backend_ops_uses_the_summary_and_names_failures():
 
 
 def test_parse_backend_ops_without_summary_fails():
-    run = kernels.Run(test=kernels.BACKEND_OPS, vlen=256, argv=[], returncode=0, seconds=1.0)
+    run = kernels.Run(test=kernels.BACKEND_OPS, vlen=256, op="MUL_MAT", argv=[], returncode=0, seconds=1.0)
     kernels.parse_backend_ops(BO_OUT.split("  1/2")[0], run)
     assert not run.ok and run.failures[-1].startswith("no summary line")
 
 
 def test_backend_ops_args_select_the_tts_ops():
-    args = kernels.backend_ops_args()
-    assert args[:3] == ["test", "-b", "CPU"]
-    assert args[args.index("-o") + 1] == "MUL_MAT,GET_ROWS,ROPE,RMS_NORM,SOFT_MAX,IM2COL,CONV_TRANSPOSE_1D"
-
+    ops = dict(kernels.TTS_OPS)
+    assert list(ops) == ["MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D"]
+    assert kernels.backend_ops_args("MUL_MAT", ops["MUL_MAT"])[:5] == ["test", "-b", "CPU", "-o", "MUL_MAT"]
+    assert kernels.backend_ops_args("CONV_TRANSPOSE_1D", "") == ["test", "-b", "CPU", "-o", "CONV_TRANSPOSE_1D"]
+    import re
+    mm = re.compile(ops["MUL_MAT"])
+    # params as test-backend-ops prints them
+    keep = "type_a=q4_0,type_b=f32,m=16,n=1,k=256,bs=[1,1],nr=[1,1],per=[0,1,2,3],k_v=0,o=1"
+    assert mm.search(keep) and mm.search(keep.replace("q4_0", "q8_0")) and mm.search(keep.replace("q4_0", "f16"))
+    assert not mm.search(keep.replace("q4_0", "q4_K"))
+    assert not mm.search("type_a=f16,type_b=f16,m=1700000,n=3,k=2592,bs=[1,1],nr=[1,1],per=[0,1,2,3]")
+    assert not re.search(ops["GET_ROWS"], "type=f32,n=256,m=80000,r=70000,be1=2,be2=1,v=0")
