@@ -1,10 +1,12 @@
 """Stage-by-stage parity between our build and the official implementation.
 
-Both sides run the same checkpoint greedily with the same text, language, reference audio and
-text layout. Our side is the built `llama-tts` with MTMD_GEN_AUDIO_DUMP (prompt embeddings,
+Both sides run the same checkpoint greedily, in f32 end to end, with the same text, language,
+reference audio and text layout. Our side is the built `llama-tts` with MTMD_GEN_AUDIO_DUMP (prompt embeddings,
 talker logits, codes); the reference side is `q3build.model.reference` in its own process.
 Stages are compared in pipeline order and the first that is out of tolerance is reported:
 
+  speaker_embd  Base: the x-vector from the reference wav     max abs diff (reported; the later
+                (mel front end + speaker encoder)           stages use our x-vector on both sides)
   prompt_embd   talker input rows of the prefill            max abs diff
   talker_logits codec logits per step (after the official   greedy pick agrees; max abs diff
                 suppression of non-code ids)
@@ -77,8 +79,14 @@ def pick(logits: np.ndarray) -> np.ndarray:
 
 
 def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], *, embd_tol: float = 5e-3,
-            wav_corr: float = 0.9999, wav_maxabs: float = 5e-3) -> Report:
+            wav_corr: float = 0.9999, wav_maxabs: float = 5e-3, spk_tol: float = 5e-3) -> Report:
     stages = []
+    if "speaker_embd" in ref and "other_speaker_embd" in ref:
+        a, b = ref["speaker_embd"], ref["other_speaker_embd"]
+        d = float(np.abs(a - b).max())
+        rel = d / max(float(np.abs(a).max()), 1e-12)
+        stages.append(Stage("speaker_embd", d <= spk_tol, f"max abs diff {d:.2e} ({rel:.1e} relative)",
+                            {"max_abs": d, "relative": rel}))
     # prompt embeddings
     a, b = ref["prompt_embd"], ours["prompt_embd"]
     if a.shape != b.shape:
@@ -133,11 +141,17 @@ def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], *, em
     return Report(stages)
 
 
-def run_reference(req: Request, work: Path, env: Mapping[str, str]) -> dict[str, np.ndarray]:
+# the speaker row of the prefill: 3 role rows, then [think, think_bos, language, think_eos]
+SPEAKER_ROW = 7
+
+
+def run_reference(req: Request, work: Path, env: Mapping[str, str], *,
+                  speaker_row: Path | None = None) -> dict[str, np.ndarray]:
     request = {"checkpoint": str(req.checkpoint), "variant": req.variant, "text": req.text,
                "language": req.language, "layout": req.layout, "frames": req.frames,
                "reference_wav": str(req.reference_wav) if req.reference_wav else None,
-               "speaker": req.speaker, "instruct": req.instruct}
+               "speaker": req.speaker, "instruct": req.instruct,
+               "speaker_row": str(speaker_row) if speaker_row else None}
     (work / "request.json").write_text(json.dumps(request))
     out = work / "reference.npz"
     r = subprocess.run([sys.executable, "-m", "q3build.model.reference", str(work / "request.json"), str(out)],
@@ -155,17 +169,19 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
     if req.variant != "base":
         raise InputError(f"variant {req.variant!r}: this build converts and runs Base checkpoints only "
                          "(CustomVoice/VoiceDesign come with the qwen3tts-variants patch)")
-    if req.layout != "nonstreaming":
-        raise InputError("text layout 'streaming': not supported by this build yet "
-                         "(comes with the qwen3tts-text-layout patch)")
     dump = work / "ours"
     dump.mkdir()
     wav = work / "ours.wav"
     argv = [llama_tts, "-m", req.model_dir / "talker.gguf", "-mm", req.model_dir / "mmproj.gguf",
             "-p", req.text, "--tts-lang", LANG_CODES.get(req.language, req.language), "-o", wav,
             "-n", str(req.frames), "--temp", "0", "--top-k", "1", "-t", "2",
+            # f32 end to end, like the reference: an f16 KV cache or CPU flash attention (which works
+            # in f16) moves the logits by ~1e-3, enough to flip near-tied greedy picks of random weights
+            "-ctk", "f32", "-ctv", "f32", "-fa", "off",
             # no weight repacking: ggml's AMX q8_0 kernel (chosen on AMX CPUs) crashes on tiny shapes
             "--no-repack"]
+    if req.layout == "streaming":
+        argv.append("--tts-streaming-text")
     if req.reference_wav:
         argv += ["--tts-speaker-file", req.reference_wav]
     proc.run(argv, env={**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, capture=True)
@@ -188,5 +204,9 @@ def parity(req: Request, llama_tts: Path, env: Mapping[str, str]) -> Report:
     with tempfile.TemporaryDirectory(prefix="q3-parity-") as tmp:
         work = Path(tmp)
         ours = run_ours(req, llama_tts, work, env)
-        ref = run_reference(req, work, env)
+        row = None
+        if req.variant == "base" and len(ours["prompt_embd"]) > SPEAKER_ROW:
+            row = work / "speaker_row.npy"
+            np.save(row, ours["prompt_embd"][SPEAKER_ROW])
+        ref = run_reference(req, work, env, speaker_row=row)
         return compare(ref, ours)

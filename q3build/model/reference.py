@@ -76,22 +76,37 @@ def run(request: dict) -> dict:
     kw = dict(do_sample=False, subtalker_dosample=False, repetition_penalty=1.0,
               max_new_tokens=int(request["frames"]), non_streaming_mode=request["layout"] == "nonstreaming")
     variant, text, lang = request["variant"], request["text"], request["language"]
+    extra: dict = {}
     if variant == "custom_voice":
         wavs, sr = model.generate_custom_voice(text=text, speaker=request["speaker"], language=lang,
                                                instruct=request.get("instruct") or None, **kw)
     elif variant == "voice_design":
         wavs, sr = model.generate_voice_design(text=text, instruct=request["instruct"], language=lang, **kw)
     else:
+        from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
+
         ref, ref_sr = sf.read(request["reference_wav"], dtype="float32")
-        wavs, sr = model.generate_voice_clone(text=text, language=lang, ref_audio=(ref, ref_sr),
-                                              x_vector_only_mode=True, **kw)
+        own = model.create_voice_clone_prompt(ref_audio=(ref, ref_sr), x_vector_only_mode=True)[0]
+        extra["speaker_embd"] = own.ref_spk_embedding.detach().float().numpy().reshape(-1)
+        spk = own.ref_spk_embedding
+        if request.get("speaker_row"):
+            # the other side's speaker row = P(<tts_pad>) + x-vector: generate with its x-vector, so
+            # the stages after the speaker encoder are compared on identical inputs
+            row = torch.from_numpy(np.load(request["speaker_row"])).float()
+            with torch.no_grad():
+                t = model.model.talker
+                pad = t.text_projection(t.get_text_embeddings()(torch.tensor([[model.model.config.tts_pad_token_id]])))
+            spk = (row - pad.reshape(-1)).to(own.ref_spk_embedding.dtype)
+            extra["other_speaker_embd"] = spk.detach().float().numpy().reshape(-1)
+        item = VoiceClonePromptItem(ref_code=None, ref_spk_embedding=spk, x_vector_only_mode=True, icl_mode=False)
+        wavs, sr = model.generate_voice_clone(text=text, language=lang, voice_clone_prompt=[item], **kw)
     for h in hooks:
         h.remove()
     codes = captured[-1] if captured else np.zeros((0, 16), dtype=np.int64)
     codes = codes.reshape(-1, codes.shape[-1])
     return {"wav": np.asarray(wavs[0], dtype=np.float32), "sample_rate": int(sr), "codes": codes.astype(np.int64),
             "prompt_embd": prompt_embd[0] if prompt_embd else np.zeros((0, 0), np.float32),
-            "talker_logits": np.stack(logits) if logits else np.zeros((0, 0), np.float32)}
+            "talker_logits": np.stack(logits) if logits else np.zeros((0, 0), np.float32), **extra}
 
 
 def main(argv: list[str]) -> int:

@@ -55,16 +55,20 @@ def test_convert_writes_model_dir(built, capsys):
     assert (root / "f32" / "q3tts-model.json").is_file()
 
 
-def test_f32_matches_the_reference_at_every_stage(built, capsys):
+@pytest.mark.parametrize("layout", ["nonstreaming", "streaming"])
+def test_f32_matches_the_reference_at_every_stage(built, capsys, layout):
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
     if not (root / "f32" / "talker.gguf").exists():
         assert q3("model", "convert", str(root / "hf"), "--out", str(root / "f32")) == 0
-    rc, report = parity(root, root / "f32", capsys)
+    rc, report = parity(root, root / "f32", capsys, "--layout", layout)
     stages = {s["name"]: s for s in report["stages"]}
     assert rc == 0 and report["first_divergence"] is None, report
     assert stages["codes"]["frames"] >= 20 and stages["codes"]["frames_identical"] == stages["codes"]["frames"]
     assert stages["waveform"]["correlation"] >= 0.9999 and stages["waveform"]["max_abs"] <= 5e-3
+    # the prompts differ in length: all text up front, or only its first token
+    assert stages["prompt_embd"]["rows"] == (17 if layout == "nonstreaming" else 10)
+    assert stages["talker_logits"]["max_abs"] < 1e-4  # f32 end to end
 
 
 def test_q8_0_reports_code_agreement(built, capsys):
@@ -83,7 +87,8 @@ def test_a_different_checkpoint_is_caught_at_the_first_stage(built, capsys):
     assert q3("model", "tiny", "--variant", "base", "--seed", "1", "--out", str(root / "other")) == 0
     assert q3("model", "convert", str(root / "other"), "--out", str(root / "other-f32")) == 0
     rc, report = parity(root, root / "other-f32", capsys)
-    assert rc == 6 and report["first_divergence"] == "prompt_embd"
+    assert rc == 6 and report["first_divergence"] == "speaker_embd"
+    assert not next(s for s in report["stages"] if s["name"] == "codes")["ok"]
 
 
 def test_convert_rejects_a_non_checkpoint(built, tmp_path, capsys):
