@@ -40,7 +40,7 @@ TEST_BINARIES = (QUANTIZE_FNS, BACKEND_OPS)
 TTS_OPS = (
     ("MUL_MAT", r"^type_a=(f32|f16|q8_0|q4_0),type_b=f32,m=16,n=(1|8|16),k=(256|1024),bs=\[1,1\],nr=\[1,1\],"
                 r"per=\[0,1,2,3\]"),
-    ("GET_ROWS", r"^type=(f32|f16|q8_0|q4_0),n=256,m=5,r=4,"),
+    ("GET_ROWS", r"^type=(f32|f16|q8_0|q4_0),n=256,m=5,r=4,be1=[0-9],"),
     ("ROPE", r"^type=f32,ne_a=\[128,32,2,1\],n_dims=128,mode=(0|2),"),
     ("RMS_NORM", r"^type=f32,"),
     ("SOFT_MAX", r"^type=f32,ne=\[[0-9]{1,2},"),

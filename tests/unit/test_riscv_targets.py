@@ -330,3 +330,5 @@ def test_backend_ops_args_select_the_tts_ops():
     assert not mm.search(keep.replace("q4_0", "q4_K"))
     assert not mm.search("type_a=f16,type_b=f16,m=1700000,n=3,k=2592,bs=[1,1],nr=[1,1],per=[0,1,2,3]")
     assert not re.search(ops["GET_ROWS"], "type=f32,n=256,m=80000,r=70000,be1=2,be2=1,v=0")
+    assert not re.search(ops["GET_ROWS"], "type=f32,n=256,m=5,r=4,be1=700,be2=100,v=0")
+    assert re.search(ops["GET_ROWS"], "type=q4_0,n=256,m=5,r=4,be1=7,be2=1,v=0,vs0=0")
