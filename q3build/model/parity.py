@@ -166,9 +166,12 @@ def run_reference(req: Request, work: Path, env: Mapping[str, str], *,
 def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) -> dict[str, np.ndarray]:
     import soundfile as sf
 
-    if req.variant != "base":
-        raise InputError(f"variant {req.variant!r}: this build converts and runs Base checkpoints only "
-                         "(CustomVoice/VoiceDesign come with the qwen3tts-variants patch)")
+    if req.variant == "custom_voice" and not req.speaker:
+        raise InputError("a CustomVoice checkpoint needs --speaker (one of its built-in speakers)")
+    if req.variant == "voice_design" and not req.instruct:
+        raise InputError("a VoiceDesign checkpoint needs --instruct (the voice description)")
+    if req.variant == "base" and not req.reference_wav:
+        raise InputError("a Base checkpoint needs --reference-wav (the voice to clone)")
     dump = work / "ours"
     dump.mkdir()
     wav = work / "ours.wav"
@@ -182,8 +185,12 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
             "--no-repack"]
     if req.layout == "streaming":
         argv.append("--tts-streaming-text")
-    if req.reference_wav:
+    if req.reference_wav and req.variant == "base":
         argv += ["--tts-speaker-file", req.reference_wav]
+    if req.speaker:
+        argv += ["--tts-speaker", req.speaker]
+    if req.instruct:
+        argv += ["--tts-instruct", req.instruct]
     proc.run(argv, env={**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, capture=True)
     pcm, _ = sf.read(wav, dtype="float32")
     codes = np.fromfile(dump / "codes.i32", dtype=np.int32)
