@@ -1,6 +1,5 @@
 """Tiny checkpoint → upstream converter (with our patches) → built llama-tts, compared stage by
-stage with the official implementation. Base, non-streaming text layout (the one upstream's
-helper builds)."""
+stage with the official implementation: all three variants, both text layouts, f32 and q8_0."""
 
 from __future__ import annotations
 
@@ -53,6 +52,32 @@ def test_convert_writes_model_dir(built, capsys):
     assert m["variant"] == "base" and m["outtype"] == "f32"
     assert {f["path"].rsplit("/", 1)[1] for f in m["files"]} == {"talker.gguf", "mmproj.gguf"}
     assert (root / "f32" / "q3tts-model.json").is_file()
+
+
+VARIANT_ARGS = {
+    "custom_voice": ["--speaker", "eric", "--language", "chinese"],   # a dialect speaker
+    "voice_design": ["--instruct", "A calm, deep voice."],
+}
+
+
+@pytest.mark.parametrize("layout", ["nonstreaming", "streaming"])
+@pytest.mark.parametrize("variant", ["custom_voice", "voice_design"])
+def test_variants_match_the_reference(built, capsys, variant, layout):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    hf, out = root / variant, root / f"{variant}-f32"
+    if not out.exists():
+        assert q3("model", "tiny", "--variant", variant, "--out", str(hf)) == 0
+        assert q3("model", "convert", str(hf), "--out", str(out)) == 0
+    capsys.readouterr()
+    rc = q3("model", "parity", str(hf), "--model", str(out), "--frames", "24", "--layout", layout, "--json",
+            *VARIANT_ARGS[variant])
+    report = json.loads(capsys.readouterr().out)
+    stages = {s["name"]: s for s in report["stages"]}
+    assert rc == 0 and report["first_divergence"] is None, report
+    assert stages["codes"]["frames"] >= 20 and stages["codes"]["frames_identical"] == stages["codes"]["frames"]
+    assert stages["prompt_embd"]["max_abs"] < 1e-6
+    assert stages["waveform"]["correlation"] >= 0.9999 and stages["waveform"]["max_abs"] <= 5e-3
 
 
 @pytest.mark.parametrize("layout", ["nonstreaming", "streaming"])
