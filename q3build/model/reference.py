@@ -89,14 +89,10 @@ def run(request: dict) -> dict:
         own = model.create_voice_clone_prompt(ref_audio=(ref, ref_sr), x_vector_only_mode=True)[0]
         extra["speaker_embd"] = own.ref_spk_embedding.detach().float().numpy().reshape(-1)
         spk = own.ref_spk_embedding
-        if request.get("speaker_row"):
-            # the other side's speaker row = P(<tts_pad>) + x-vector: generate with its x-vector, so
-            # the stages after the speaker encoder are compared on identical inputs
-            row = torch.from_numpy(np.load(request["speaker_row"])).float()
-            with torch.no_grad():
-                t = model.model.talker
-                pad = t.text_projection(t.get_text_embeddings()(torch.tensor([[model.model.config.tts_pad_token_id]])))
-            spk = (row - pad.reshape(-1)).to(own.ref_spk_embedding.dtype)
+        if request.get("speaker_embd"):
+            # the other side's x-vector: generate with it, so the stages after the speaker encoder
+            # are compared on identical inputs
+            spk = torch.from_numpy(np.load(request["speaker_embd"])).to(own.ref_spk_embedding.dtype)
             extra["other_speaker_embd"] = spk.detach().float().numpy().reshape(-1)
         item = VoiceClonePromptItem(ref_code=None, ref_spk_embedding=spk, x_vector_only_mode=True, icl_mode=False)
         wavs, sr = model.generate_voice_clone(text=text, language=lang, voice_clone_prompt=[item], **kw)
