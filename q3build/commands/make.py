@@ -13,7 +13,7 @@ import time
 
 from rich.table import Table
 
-from .. import build, pin as pin_mod, plan as plan_mod, series as series_mod, ui, workspace
+from .. import build, emulation, pin as pin_mod, plan as plan_mod, series as series_mod, ui, workspace
 from . import render as render_cmd
 from ._common import add_build_options, add_target, options, print_json
 
@@ -35,6 +35,8 @@ def run(args, ctx) -> int:
     plan = plan_mod.resolve(ctx.project, args.target, ctx.env, options(args), pin=pin, series=series)
     if plan.alias:
         ui.info(f"{plan.alias} → {plan.target_name}: {plan.alias_reason}")
+    if plan.target.cross and plan.target.emulator:
+        emulation.require(plan, ctx.env)   # the staged --version runs under it: fail before building
     with ui.step("Syncing source"):
         synced = workspace.sync(ctx.project, pin, series, ctx.env)
     if args.clean and plan.build_dir.exists():
