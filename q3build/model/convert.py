@@ -12,7 +12,6 @@ converter anyway).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -23,20 +22,13 @@ from pathlib import Path
 from .. import pin as pin_mod, proc, series as series_mod, ui, workspace
 from ..errors import InputError, Q3BuildError
 from ..project import Project
+from ..series import sha256_file
 
 TALKER = "talker.gguf"
 MMPROJ = "mmproj.gguf"
 MANIFEST = "q3tts-model.json"
 # talker outtype -> (converter outtype for the talker, converter outtype for the mmproj)
 OUTTYPES = {"f32": ("f32", "f32"), "f16": ("f16", "f16"), "q8_0": ("q8_0", "q8_0"), "q4_0": ("f16", "q8_0")}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_checkpoint(hf_dir: Path) -> dict:
@@ -89,7 +81,7 @@ def convert(project: Project, hf_dir: Path, out: Path, outtype: str, env: Mappin
         for name in (TALKER, MMPROJ):
             (tmp / name).replace(out / name)
             files.append({"path": str(out / name), "size": (out / name).stat().st_size,
-                          "sha256": _sha256(out / name)})
+                          "sha256": sha256_file(out / name)})
         shutil.copyfile(log, out / "convert.log")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -97,7 +89,7 @@ def convert(project: Project, hf_dir: Path, out: Path, outtype: str, env: Mappin
         "checkpoint": str(hf_dir.resolve()),
         "variant": config.get("tts_model_type"),
         "outtype": outtype, "talker_type": talker_type, "mmproj_type": mmproj_type,
-        "checkpoint_files": {rel: _sha256(hf_dir / rel) for rel in
+        "checkpoint_files": {rel: sha256_file(hf_dir / rel) for rel in
                              ("config.json", "model.safetensors", "speech_tokenizer/model.safetensors")},
         "converter": {"tree": stamp.tree, "head": stamp.head, "series_digest": stamp.series_digest},
         "files": files,
