@@ -83,6 +83,14 @@ class BuildPlan:
     alias: str | None = None                      # the name asked for, when it was an alias
     alias_reason: str = ""                        # why the alias resolved to this target
 
+    def cmake_value(self, name: str) -> str | None:
+        """The value CMake ends up with: a -D from CMAKE_ARGS or the command line wins over the
+        initial cache (it is processed first and the -C script only sets what is unset)."""
+        defines = parse_defines([a for a in self.cmake_args if a.startswith("-D")], "CMAKE_ARGS")
+        if name in defines:
+            return defines[name]
+        return render.cmake_value(self.cache_vars[name]) if name in self.cache_vars else None
+
     @property
     def distribution(self) -> str:
         return f"q3build {__version__} series {self.series_digest[:12]} overlay {self.overlay_digest[:12]}"
@@ -187,7 +195,7 @@ def _outputs() -> list[render.Output]:
     ]
 
 
-def _parse_defines(args: list[str], where: str) -> dict[str, str]:
+def parse_defines(args: list[str], where: str) -> dict[str, str]:
     """-DNAME=VALUE / -DNAME:TYPE=VALUE pairs from CMAKE_ARGS or --define, for the record."""
     out = {}
     for a in args:
@@ -201,9 +209,9 @@ def _parse_defines(args: list[str], where: str) -> dict[str, str]:
 
 def cmake_args_from(env: Mapping[str, str], cli_defines: tuple[str, ...]) -> tuple[str, ...]:
     args = shlex.split(env.get("CMAKE_ARGS", ""))
-    _parse_defines([a for a in args if a.startswith("-D")], "CMAKE_ARGS")
+    parse_defines([a for a in args if a.startswith("-D")], "CMAKE_ARGS")
     cli = [d if d.startswith("-D") else f"-D{d}" for d in cli_defines]
-    _parse_defines(cli, "--define")
+    parse_defines(cli, "--define")
     return tuple(args + cli)
 
 
@@ -251,21 +259,22 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
     ccache = toolchains.find("ccache", env) if options.use_ccache else None
     series_digest, overlay_digest = series.digest(), series.overlay_digest()
 
+    # options q3build owns override the recipe's, with a warning when the recipe said otherwise
+    owned = [(OFFLINE_OPTIONS, "for an offline, q3build-managed build")]
+    if target.toolchain.kind == "zig":
+        owned.append((ZIG_OPTIONS, "with zig"))
+    managed = {k: v for options_, _ in owned for k, v in options_.items()}
     recipe_opts = dict(target.cmake.options or {})
-    for k, v in OFFLINE_OPTIONS.items():
-        if k in recipe_opts and recipe_opts[k] != v:
-            ui.warn(f"target {target_name}: cmake.options.{k} is managed by q3build (kept {render.cmake_value(v)})")
-        recipe_opts.pop(k, None)
+    for options_, why in owned:
+        for k, v in options_.items():
+            if k in recipe_opts and recipe_opts[k] != v:
+                ui.warn(f"target {target_name}: cmake.options.{k} must be {render.cmake_value(v)} {why} (kept)")
+            recipe_opts.pop(k, None)
     cache_vars: dict[str, object] = {"CMAKE_BUILD_TYPE": target.cmake.build_type}
     if not target.cross:
         cache_vars.update(CMAKE_C_COMPILER=tc.cc, CMAKE_CXX_COMPILER=tc.cxx)
-    if target.toolchain.kind == "zig":
-        for k, v in ZIG_OPTIONS.items():
-            if k in recipe_opts and recipe_opts[k] != v:
-                ui.warn(f"target {target_name}: cmake.options.{k} must be {render.cmake_value(v)} with zig (kept)")
-            recipe_opts[k] = v
     cache_vars.update(recipe_opts)
-    cache_vars.update(OFFLINE_OPTIONS)
+    cache_vars.update(managed)
     # the synced tree's git history is ours (patch commits), so build info comes from the pin
     cache_vars.update(LLAMA_BUILD_NUMBER=pin.upstream.build, LLAMA_BUILD_COMMIT=pin.upstream.commit[:7])
     if ccache:

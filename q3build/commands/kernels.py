@@ -69,9 +69,7 @@ def run(args, ctx) -> int:
     t = plan.target
     if t.emulator is None:
         raise RecipeError(f"target {plan.target_name} has no emulator section: its tests cannot run here")
-    defines = plan_mod._parse_defines([a for a in plan.cmake_args if a.startswith("-D")], "CMAKE_ARGS")
-    tests_on = defines.get("LLAMA_BUILD_TESTS", plan.cache_vars.get("LLAMA_BUILD_TESTS"))
-    if str(tests_on).upper() not in ("ON", "TRUE", "1", "YES"):
+    if str(plan.cmake_value("LLAMA_BUILD_TESTS")).upper() not in ("ON", "TRUE", "1", "YES"):
         raise RecipeError(f"target {plan.target_name}: cmake.options.LLAMA_BUILD_TESTS is off, so the test "
                           f"binaries are not configured", hint="use --target riscv64, or -D LLAMA_BUILD_TESTS=ON")
     tests = _tests(args.tests)

@@ -100,3 +100,13 @@ def test_quoting_filters():
     assert render.systemd_quote('A=50% "x"') == '"A=50%% \\"x\\""'
     assert render.systemd_exec_quote("/opt/$x/bin") == '"/opt/$$x/bin"'
     assert render.shquote("it's") == "'it'\"'\"'s'"
+
+
+def test_cmake_value_is_what_cmake_ends_up_with(tmp_path, monkeypatch):
+    p = make_project(tmp_path, monkeypatch)
+    plan = plan_mod.resolve(p, "host", {"PATH": "/usr/bin", "CMAKE_ARGS": "-DGGML_NATIVE:BOOL=OFF"},
+                            plan_mod.Options(cmake_defines=("EXTRA=1",)))
+    assert plan.cmake_value("GGML_NATIVE") == "OFF"          # passthrough beats the recipe's ON
+    assert plan.cmake_value("EXTRA") == "1"
+    assert plan.cmake_value("LLAMA_USE_PREBUILT_UI") == "OFF"  # from the initial cache
+    assert plan.cmake_value("NOT_SET_ANYWHERE") is None
