@@ -159,13 +159,7 @@ def stage(project: Project, plan: BuildPlan, env: Mapping[str, str], result: Bui
         if not built.is_file():
             raise BuildError(f"build of target {plan.target_name} did not produce bin/{t}")
         shutil.copy2(built, tmp / "bin" / t)
-    for f in plan.files:
-        if f.name not in STAGED_OUTPUTS:
-            continue
-        dst = tmp / f.path
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_text(f.content, encoding="utf-8")
-        dst.chmod(0o755 if f.executable else 0o644)
+    plan.write_files(tmp, STAGED_OUTPUTS)
     server = tmp / "bin" / "llama-server"
     if not plan.target.cross:
         r = proc.run([server, "--version"], env=env, capture=True, check=False)

@@ -117,6 +117,21 @@ class BuildPlan:
     def log_dir(self) -> Path:
         return self.build_dir.parent / f"{self.target_name}.logs"
 
+    def write_files(self, out: Path, names: tuple[str, ...] | None = None) -> list[Path]:
+        """Write the rendered files (or those named) under out, each replaced atomically."""
+        written = []
+        for f in self.files:
+            if names is not None and f.name not in names:
+                continue
+            path = out / f.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(f.content, encoding="utf-8")
+            tmp.chmod(0o755 if f.executable else 0o644)
+            tmp.replace(path)
+            written.append(path)
+        return written
+
     def file(self, name: str) -> RenderedFile | None:
         return next((f for f in self.files if f.name == name), None)
 

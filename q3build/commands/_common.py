@@ -6,7 +6,10 @@ import argparse
 import json
 import sys
 
-from ..plan import Options
+from .. import pin as pin_mod, plan as plan_mod, series as series_mod, ui, workspace
+from ..plan import BuildPlan, Options
+from ..pin import Pin
+from ..series import LoadedSeries
 
 
 def add_target(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -25,6 +28,21 @@ def options(args) -> Options:
     return Options(jobs=getattr(args, "jobs", None), use_ccache=not getattr(args, "no_ccache", False),
                    cmake_defines=tuple(getattr(args, "defines", ()) or ()),
                    toolchain_path=getattr(args, "toolchain_path", None))
+
+
+def resolve(args, ctx) -> tuple[BuildPlan, Pin, LoadedSeries]:
+    """The plan of a building verb, with the pin and series it was made from."""
+    pin = pin_mod.load(ctx.project)
+    series = series_mod.load(ctx.project)
+    return plan_mod.resolve(ctx.project, args.target, ctx.env, options(args), pin=pin, series=series), pin, series
+
+
+def sync_and_render(ctx, plan: BuildPlan, pin: Pin, series: LoadedSeries) -> workspace.SyncResult:
+    """What every building verb does before configuring: an up-to-date tree and the rendered files."""
+    with ui.step("Syncing source"):
+        synced = workspace.sync(ctx.project, pin, series, ctx.env)
+    plan.write_files(plan.render_dir)
+    return synced
 
 
 def print_json(data) -> None:

@@ -17,9 +17,10 @@ import time
 
 from rich.table import Table
 
-from .. import build, kernels, pin as pin_mod, plan as plan_mod, series as series_mod, ui, workspace
+from .. import build, kernels, ui
 from ..errors import RecipeError
-from ._common import add_build_options, add_target, options, print_json
+from ..recipe import VLENS
+from ._common import add_build_options, add_target, print_json, resolve, sync_and_render
 
 NAME = "kernels"
 HELP = "build and run upstream's kernel tests for a cross target under its emulator"
@@ -28,7 +29,7 @@ TESTS = {"quantize-fns": kernels.QUANTIZE_FNS, "backend-ops": kernels.BACKEND_OP
 
 
 def _vlens(text: str) -> list[int]:
-    from ..recipe import VLENS
+
     out = []
     for part in text.split(","):
         try:
@@ -63,9 +64,7 @@ def add_arguments(p) -> None:
 
 def run(args, ctx) -> int:
     t0 = time.monotonic()
-    pin = pin_mod.load(ctx.project)
-    series = series_mod.load(ctx.project)
-    plan = plan_mod.resolve(ctx.project, args.target, ctx.env, options(args), pin=pin, series=series)
+    plan, pin, series = resolve(args, ctx)
     t = plan.target
     if t.emulator is None:
         raise RecipeError(f"target {plan.target_name} has no emulator section: its tests cannot run here")
@@ -75,10 +74,7 @@ def run(args, ctx) -> int:
     tests = _tests(args.tests)
     default_vlen = t.emulator.vlen or 256
     vlens = _vlens(args.vlen) if args.vlen else None
-    with ui.step("Syncing source"):
-        workspace.sync(ctx.project, pin, series, ctx.env)
-    from . import render as render_cmd
-    render_cmd.write(plan, plan.render_dir)
+    sync_and_render(ctx, plan, pin, series)
     result = build.BuildResult()
     build.configure_and_build(ctx.project, plan, ctx.env, result, targets=tuple(tests))
     runs = []

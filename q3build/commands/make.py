@@ -9,13 +9,13 @@ lib/systemd/system/q3tts.service, share/q3build/build-info.json). Full logs are 
 
 from __future__ import annotations
 
+import shutil
 import time
 
 from rich.table import Table
 
-from .. import build, emulation, pin as pin_mod, plan as plan_mod, series as series_mod, ui, workspace
-from . import render as render_cmd
-from ._common import add_build_options, add_target, options, print_json
+from .. import build, emulation, ui
+from ._common import add_build_options, add_target, print_json, resolve, sync_and_render
 
 NAME = "make"
 HELP = "sync, configure, build and stage a target"
@@ -30,20 +30,14 @@ def add_arguments(p) -> None:
 
 def run(args, ctx) -> int:
     t0 = time.monotonic()
-    pin = pin_mod.load(ctx.project)
-    series = series_mod.load(ctx.project)
-    plan = plan_mod.resolve(ctx.project, args.target, ctx.env, options(args), pin=pin, series=series)
+    plan, pin, series = resolve(args, ctx)
     if plan.alias:
         ui.info(f"{plan.alias} → {plan.target_name}: {plan.alias_reason}")
     if plan.target.cross and plan.target.emulator:
         emulation.require(plan, ctx.env)   # the staged --version runs under it: fail before building
-    with ui.step("Syncing source"):
-        synced = workspace.sync(ctx.project, pin, series, ctx.env)
+    synced = sync_and_render(ctx, plan, pin, series)
     if args.clean and plan.build_dir.exists():
-        (plan.build_dir / build.KEY_FILE).unlink(missing_ok=True)
-        import shutil
         shutil.rmtree(plan.build_dir)
-    render_cmd.write(plan, plan.render_dir)
     result = build.BuildResult()
     build.configure_and_build(ctx.project, plan, ctx.env, result)
     with ui.step(f"Staging into {plan.stage_dir}"):

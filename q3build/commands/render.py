@@ -18,22 +18,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="DIR", help="output directory (default: .q3build/render/<target>)")
 
 
-def write(plan, out: Path) -> list[Path]:
-    written = []
-    for f in plan.files:
-        path = out / f.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f.content, encoding="utf-8")
-        tmp.chmod(0o755 if f.executable else 0o644)
-        tmp.replace(path)
-        written.append(path)
-    return written
-
-
 def run(args, ctx) -> int:
     plan = plan_mod.resolve(ctx.project, args.target, ctx.env, options(args))
     out = Path(args.out) if args.out else plan.render_dir
-    for path in write(plan, out):
+    for path in plan.write_files(out):
         ui.info(str(path))
     return 0
