@@ -139,7 +139,7 @@ def refresh_checksums(project: Project) -> list[tuple[str, str, str]]:
     Returns (file, old, new) for each change.
     """
     text = project.series_file.read_text(encoding="utf-8")
-    loaded = load_unverified(project)
+    loaded = load(project)
     changes = []
     for e in loaded.patches:
         p = loaded.path(e)
@@ -156,5 +156,3 @@ def refresh_checksums(project: Project) -> list[tuple[str, str, str]]:
         project.series_file.write_text(text, encoding="utf-8")
     return changes
 
-
-load_unverified = load

@@ -29,7 +29,6 @@ TESTS = {"quantize-fns": kernels.QUANTIZE_FNS, "backend-ops": kernels.BACKEND_OP
 
 
 def _vlens(text: str) -> list[int]:
-
     out = []
     for part in text.split(","):
         try:

@@ -195,15 +195,10 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
     logits = np.fromfile(dump / "talker_logits.f32", dtype=np.float32)
     spk = dump / "speaker_embd.f32"
     extra = {"speaker_embd": np.fromfile(spk, dtype=np.float32)} if spk.is_file() and spk.stat().st_size else {}
-    return {**extra, "wav": pcm, "codes": codes.reshape(-1, 16).astype(np.int64),
-            "prompt_embd": prompt.reshape(-1, _width(req.model_dir)),
-            "talker_logits": logits.reshape(-1, 3072)}
-
-
-def _width(model_dir: Path) -> int:
-    manifest = json.loads((model_dir / "q3tts-model.json").read_text())
-    config = json.loads((Path(manifest["checkpoint"]) / "config.json").read_text())
-    return int(config["talker_config"]["hidden_size"])
+    talker = json.loads((req.checkpoint / "config.json").read_text())["talker_config"]
+    return {**extra, "wav": pcm, "codes": codes.reshape(-1, talker["num_code_groups"]).astype(np.int64),
+            "prompt_embd": prompt.reshape(-1, talker["hidden_size"]),
+            "talker_logits": logits.reshape(-1, talker["vocab_size"])}
 
 
 def parity(req: Request, llama_tts: Path, env: Mapping[str, str]) -> Report:
