@@ -69,6 +69,12 @@ class BuildError(Q3BuildError):
     exit_code = 5
 
 
+class CheckFailed(Q3BuildError):
+    """A check of a built or packaged artifact failed (validate, verify)."""
+
+    exit_code = 6
+
+
 class CommandError(Q3BuildError):
     """A subprocess failed. Carries argv, return code and the tail of its output."""
 

@@ -1,0 +1,42 @@
+"""Package a staged build as a deterministic release archive.
+
+  q3build package --target T [--out DIR] [--json]
+
+Writes q3build-<version>-llama-<pin>-<triple>-<variant>.tar.gz (default into .q3build/dist/) with
+bin/, lib/systemd/system/, share/licenses/, manifest.json (pin, patches with sha256, overlay,
+recipe, CMake options, toolchain, emulator, validation results), SHA256SUMS and sbom.cdx.json
+(CycloneDX 1.5). Entries are sorted, owned by root, and dated SOURCE_DATE_EPOCH (default: the
+pin's commit date): packaging the same build twice gives the same bytes. The results of
+`q3build validate` for the same build are included when present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import package, ui
+from ._common import add_target, print_json, resolve
+
+NAME = "package"
+HELP = "make a deterministic release archive of a staged build"
+
+
+def add_arguments(p) -> None:
+    add_target(p)
+    p.add_argument("--out", metavar="DIR", type=Path, help="output directory (default: .q3build/dist)")
+    p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def run(args, ctx) -> int:
+    plan, _pin, series = resolve(args, ctx)
+    out = args.out or ctx.project.work / "dist"
+    with ui.step(f"Packaging {plan.target_name}"):
+        result = package.build(ctx.project, plan, series, ctx.env, out)
+    if args.json:
+        print_json(result)
+    else:
+        ui.info(f"{result['archive']}\nsha256 {result['sha256']}  ({result['size'] / 1e6:.1f} MB, "
+                f"{result['files']} files, SOURCE_DATE_EPOCH {result['source_date_epoch']}"
+                + (", validated" if result["validated"] else ", not validated") + ")")
+    return 0
