@@ -1,0 +1,144 @@
+"""Speech performance of a build at a checkpoint's shape, side by side with the official reference.
+
+  q3build bench --target host --model HF_DIR [--quant f16,q8_0] [--threads 1,all] [--frames 48]
+                [--json] [--out FILE]
+      converts the checkpoint to each quantisation (cached under the work dir), runs llama-tts for a
+      fixed frame count at each quantisation and thread count, the official qwen-tts (torch CPU) on
+      the same checkpoint at each thread count, and llama-server's streaming speech route for the
+      time to first audio; reports per-stage times, RTF, TTFA, peak RSS and the weight-read rate
+      against a STREAM-style read bandwidth measured in the same run
+  q3build bench --markdown RUN.json [RUN.json ...] [--out docs/performance.md]
+      the performance table from bench JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .. import ui
+from ..errors import InputError
+from ._common import print_json
+
+NAME = "bench"
+HELP = "measure speech performance (RTF, stages, TTFA, RSS, bandwidth) against the official reference"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--target", "-t", default="host", metavar="T", help="target whose staged binaries run (host)")
+    p.add_argument("--model", metavar="HF_DIR", help="checkpoint in the released Hugging Face layout")
+    p.add_argument("--quant", default="f32,f16,q8_0,q4_0", help="talker quantisations, comma separated")
+    p.add_argument("--threads", default="1,all", help="thread counts, comma separated ('all' = every CPU)")
+    p.add_argument("--frames", type=int, default=48, help="frames per run (80 ms each; EOS is ignored)")
+    p.add_argument("--text", default="Performance depends on tensor shapes, not on weight values.")
+    p.add_argument("--language", default="english")
+    p.add_argument("--speaker", help="CustomVoice speaker (default: the checkpoint's first)")
+    p.add_argument("--instruct", help="VoiceDesign instruction")
+    p.add_argument("--reference-wav", metavar="WAV", help="Base: the voice to clone")
+    p.add_argument("--gguf-dir", metavar="DIR", help="where converted models are kept (default: WORK/bench/NAME)")
+    p.add_argument("--no-reference", action="store_true", help="skip the official implementation")
+    p.add_argument("--no-server", action="store_true", help="skip the llama-server TTFA measurement")
+    p.add_argument("--bandwidth-mib", type=int, default=1024, help="array size of the read-bandwidth test")
+    p.add_argument("--json", action="store_true", help="print the result document on stdout")
+    p.add_argument("--out", metavar="FILE", help="write the result (JSON, or Markdown with --markdown) to FILE")
+    p.add_argument("--markdown", nargs="+", metavar="RUN_JSON", help="render bench JSON files as Markdown")
+
+
+def parse_threads(spec: str, cpus: int) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        n = cpus if part == "all" else int(part) if part.isdigit() else 0
+        if n <= 0:
+            raise InputError(f"--threads {spec!r}: expected positive integers or 'all'")
+        if n not in out:
+            out.append(n)
+    return tuple(out)
+
+
+def parse_quants(spec: str) -> tuple[str, ...]:
+    from ..bench import QUANTS
+
+    out = tuple(q.strip() for q in spec.split(",") if q.strip())
+    bad = [q for q in out if q not in QUANTS]
+    if bad or not out:
+        raise InputError(f"--quant {spec!r}: expected some of {', '.join(QUANTS)}")
+    return out
+
+
+def run(args, ctx) -> int:
+    from .. import bench
+
+    if args.markdown:
+        docs = []
+        for f in args.markdown:
+            try:
+                docs.append(json.loads(Path(f).read_text()))
+            except (OSError, ValueError) as e:
+                raise InputError(f"{f}: not a bench JSON file ({e})") from None
+        text = bench.render_markdown(docs)
+        if args.out:
+            Path(args.out).write_text(text)
+        else:
+            print(text, end="")
+        return 0
+    if not args.model:
+        raise InputError("--model HF_DIR is required (or --markdown RUN_JSON to render results)")
+    if args.frames <= 0:
+        raise InputError("--frames must be positive")
+    hf = Path(args.model).resolve()
+    from ..model import convert
+    config = convert.check_checkpoint(hf)
+    variant = config.get("tts_model_type", "base")
+    speaker = args.speaker
+    if variant == "custom_voice" and not speaker:
+        speakers = list(config.get("talker_config", {}).get("spk_id", {}))
+        if not speakers:
+            raise InputError(f"{hf}: a CustomVoice checkpoint without speakers")
+        speaker = speakers[0]
+    if variant == "voice_design" and not args.instruct:
+        raise InputError("a VoiceDesign checkpoint needs --instruct")
+    if variant == "base" and not args.reference_wav:
+        raise InputError("a Base checkpoint needs --reference-wav")
+    bindir = ctx.project.stage_dir(args.target) / "bin"
+    llama_tts = bindir / "llama-tts"
+    if not llama_tts.is_file():
+        raise InputError(f"{llama_tts} not found", hint=f"run `q3build make --target {args.target}` first")
+    server = None
+    if not args.no_server:
+        server = _speech_server(bindir / "llama-server", ctx.env)
+        if server is None:
+            ui.warn("llama-server has no speech service (--tts-max-frames); TTFA is not measured")
+    job = bench.Job(text=args.text, frames=args.frames, language=args.language, speaker=speaker,
+                    instruct=args.instruct,
+                    reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None)
+    gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
+    plan = bench.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,
+                      quants=parse_quants(args.quant), threads=parse_threads(args.threads, os.cpu_count() or 1),
+                      reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib)
+    doc = bench.run_bench(ctx.project, plan, ctx.env, target=args.target, log=lambda m: ui.info(f"▶ {m}"))
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print_json(doc)
+    else:
+        for c in doc["configs"]:
+            o = c["ours"]
+            ref = c.get("reference") or {}
+            ttfa = (c.get("server") or {}).get("ttfa_ms")
+            ui.info(f"{c['quant']:<5} {c['threads']} thr  RTF {o['rtf']:.2f}"
+                    + (f"  reference {ref['rtf']:.2f}  ratio {c['rtf_ratio']:.2f}" if ref.get("rtf") else "")
+                    + f"  {o['frames_per_s']:.2f} frames/s" + (f"  TTFA {ttfa:.0f} ms" if ttfa else "")
+                    + f"  RSS {o['peak_rss_mb']:.0f} MB")
+    return 0
+
+
+def _speech_server(path: Path, env) -> Path | None:
+    """llama-server, if it is built with the speech service (knows --tts-max-frames)."""
+    from .. import bench
+
+    if not path.is_file():
+        return None
+    m = bench.run_measured([path, "--help"], env, timeout=60)
+    return path if "--tts-max-frames" in m.output else None

@@ -1,0 +1,192 @@
+"""q3build bench: log parsing, per-frame arithmetic, weight bytes from GGUF headers, the Markdown
+table and the option parsing. No processes (the unit fixture refuses them)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from q3build import bench
+from q3build.commands import bench as bench_cmd
+from q3build.errors import InputError
+
+LOG = """\
+load_tensors: ...
+frames generated: 10, speed: 3.21 frames/s
+generated 48 frames, 184364 bytes of WAV audio (24000 Hz)
+timings: prompt eval 0.21s + generation 9.87s + vocoder 0.00s = total 10.08s
+         output audio = 3.84s (audio time = 0.38x process time)
+stages: prompt 210.50 ms (14 tokens), talker 3120.25 ms (48 steps), code predictor 5900.00 ms (48 frames), \
+codec decode 840.00 ms (48 frames)
+wrote out.wav
+"""
+
+
+def test_parse_llama_tts_log_reads_frames_timings_and_stages():
+    p = bench.parse_llama_tts_log(LOG)
+    assert p["frames"] == 48
+    assert p["timings"] == {"prompt_s": 0.21, "generation_s": 9.87, "vocoder_s": 0.0, "total_s": 10.08}
+    raw = p["stages_raw"]
+    assert raw["prompt_ms"] == 210.5 and raw["prompt_tokens"] == 14
+    assert raw["talker_ms"] == 3120.25 and raw["talker_steps"] == 48
+    assert raw["predictor_ms"] == 5900.0 and raw["predictor_frames"] == 48
+    assert raw["decode_ms"] == 840.0 and raw["decode_frames"] == 48
+    assert isinstance(raw["talker_steps"], int)
+
+
+def test_parse_without_stage_line_leaves_stages_out():
+    p = bench.parse_llama_tts_log("\n".join(ln for ln in LOG.splitlines() if not ln.startswith("stages:")))
+    assert "stages_raw" not in p and p["frames"] == 48
+
+
+def test_parse_stage_line_must_match_whole_format():
+    broken = LOG.replace("code predictor", "predictor")
+    assert "stages_raw" not in bench.parse_llama_tts_log(broken)
+
+
+def test_per_frame_stages_and_dominant():
+    raw = bench.parse_llama_tts_log(LOG)["stages_raw"]
+    st = bench.per_frame_stages(raw)
+    assert st["talker_ms_per_step"] == pytest.approx(3120.25 / 48)
+    assert st["predictor_ms_per_frame"] == pytest.approx(5900 / 48)
+    assert st["decode_ms_per_frame"] == pytest.approx(840 / 48)
+    name, share = bench.dominant_stage(st)
+    assert name == "predictor"
+    assert share == pytest.approx(5900 / (210.5 + 3120.25 + 5900 + 840))
+
+
+def test_per_frame_stages_with_zero_counts_is_none_not_a_crash():
+    st = bench.per_frame_stages({"prompt_ms": 1.0, "talker_ms": 0.0, "talker_steps": 0, "predictor_ms": 0.0,
+                                 "predictor_frames": 0, "decode_ms": 0.0, "decode_frames": 0})
+    assert st["talker_ms_per_step"] is None and st["decode_ms_per_frame"] is None
+
+
+def test_summarize_rtf_is_wall_over_audio():
+    s = bench.summarize(50, 8.0)          # 50 frames = 4 s of audio
+    assert s["audio_s"] == pytest.approx(4.0)
+    assert s["rtf"] == pytest.approx(2.0)
+    assert s["frames_per_s"] == pytest.approx(6.25)
+    assert bench.summarize(0, 1.0)["rtf"] is None
+
+
+def _gguf(tensors: list[tuple[str, int]], *, kv: list[tuple[str, int, bytes]] = (), alignment: int = 32) -> bytes:
+    """A GGUF v3 header with the given (name, data bytes) tensors laid out in order, then zeros."""
+    def s(text: str) -> bytes:
+        b = text.encode()
+        return struct.pack("<Q", len(b)) + b
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
+    for key, vtype, payload in kv:
+        head += s(key) + struct.pack("<I", vtype) + payload
+    offset, infos = 0, b""
+    for name, nbytes in tensors:
+        infos += s(name) + struct.pack("<I", 1) + struct.pack("<Q", nbytes // 4) + struct.pack("<IQ", 0, offset)
+        offset += -(-nbytes // alignment) * alignment
+    data = head + infos
+    data += b"\0" * (-len(data) % alignment)
+    return data + b"\0" * offset
+
+
+def test_gguf_tensor_bytes_from_offsets(tmp_path):
+    strings = struct.pack("<IQ", 8, 2) + struct.pack("<Q", 1) + b"a" + struct.pack("<Q", 2) + b"bc"
+    kv = [("general.name", 8, struct.pack("<Q", 3) + b"abc"), ("tokenizer.tokens", 9, strings),
+          ("general.alignment", 4, struct.pack("<I", 32)), ("scores", 9, struct.pack("<IQ", 6, 3) + b"\0" * 12)]
+    f = tmp_path / "m.gguf"
+    f.write_bytes(_gguf([("token_embd.weight", 1024), ("blk.0.attn_q.weight", 64), ("output.weight", 96)], kv=kv))
+    got = bench.gguf_tensor_bytes(f)
+    assert got == {"token_embd.weight": 1024, "blk.0.attn_q.weight": 64, "output.weight": 96}
+
+
+def test_gguf_rejects_other_files(tmp_path):
+    f = tmp_path / "x.gguf"
+    f.write_bytes(b"NOPE" + b"\0" * 64)
+    with pytest.raises(ValueError):
+        bench.gguf_tensor_bytes(f)
+
+
+def test_weight_bytes_per_frame_counts_predictor_passes():
+    talker = {"token_embd.weight": 10_000, "blk.0.attn_q.weight": 100, "output.weight": 30, "output_norm.weight": 2}
+    mmproj = {"a.gen.code.blk.0.attn_q.weight": 40, "a.gen.code.blk.0.ffn_down.weight": 60,
+              "a.gen.code.output_norm.weight": 1, "a.gen.code.head.weight": 150, "a.gen.code.embd.weight": 9999,
+              "a.gen.code.out_embd.weight": 7777, "a.gen.wav.tfm.blk.0.attn_q.weight": 5555}
+    w = bench.weight_bytes_per_frame(talker, mmproj)
+    assert w["talker_bytes"] == 132                 # token embedding is a row lookup
+    assert w["predictor_layer_bytes"] == 101
+    assert w["predictor_bytes"] == 101 * 15 + 150   # layers every pass, the stacked heads once
+    assert w["bytes_per_frame"] == 132 + 101 * 15 + 150
+
+
+def test_bandwidth_share():
+    r = bench.bandwidth_share(2_000_000_000, 5.0, 20.0)   # 2 GB/frame × 5 frames/s = 10 GB/s
+    assert r["weight_read_gbps"] == pytest.approx(10.0)
+    assert r["bandwidth_share"] == pytest.approx(0.5)
+    assert bench.bandwidth_share(1, None, 20.0)["bandwidth_share"] is None
+
+
+def test_combine_ratio_and_speedup():
+    c = bench.combine({"rtf": 0.5}, {"rtf": 2.0})
+    assert c["rtf_ratio"] == pytest.approx(0.25) and c["speedup"] == pytest.approx(4.0)
+    assert bench.combine({"rtf": 0.5}, None) == {}
+
+
+def _doc():
+    raw = bench.parse_llama_tts_log(LOG)["stages_raw"]
+    ours = {**bench.summarize(48, 10.08), "peak_rss_mb": 1234.0, "stages": bench.per_frame_stages(raw)}
+    ref_raw = {"prompt_ms": 300.0, "prompt_tokens": 14, "talker_ms": 4000.0, "talker_steps": 48,
+               "predictor_ms": 20000.0, "predictor_frames": 48, "decode_ms": 500.0, "decode_frames": 48}
+    ref = {**bench.summarize(48, 25.0), "peak_rss_mb": 5000.0, "stages": bench.per_frame_stages(ref_raw)}
+    w = bench.weight_bytes_per_frame({"blk.0.w": 500_000_000}, {"a.gen.code.blk.0.w": 50_000_000})
+    c = {"quant": "q8_0", "threads": 2, "ours": ours, "reference": ref, "weights": w, **bench.combine(ours, ref),
+         **bench.bandwidth_share(w["bytes_per_frame"], ours["frames_per_s"], 20.0),
+         "server": {"ttfa_ms": 612.4}}
+    return {"shape": "0.6b", "frames": 48, "machine": {"cpu": "Test CPU", "cpus": 2, "loadavg": 0.1},
+            "bandwidth": [{"threads": 2, "gbps": 20.0}], "build": "version: x", "configs": [c],
+            "notes": ["a note"]}
+
+
+def test_markdown_table_has_the_figures():
+    doc = _doc()
+    md = bench.render_markdown([doc])
+    c = doc["configs"][0]
+    row = next(ln for ln in md.splitlines() if ln.startswith("| q8_0 |"))
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    assert cells[:3] == ["q8_0", "2", "48"]
+    assert cells[3] == f"{c['ours']['rtf']:.2f}" and cells[4] == f"{c['reference']['rtf']:.2f}"
+    assert cells[5] == f"{c['rtf_ratio']:.2f}"
+    assert cells[6] == "612"
+    assert cells[11].startswith("predictor ")
+    assert cells[15] == f"{c['bandwidth_share'] * 100:.0f}%"
+    assert "## 0.6b shape, 48 frames" in md and "20.0 GB/s on 2 threads" in md and "- a note" in md
+    ref_row = next(ln for ln in md.splitlines() if ln.startswith("| 2 | "))
+    assert f"{c['reference']['rtf']:.2f}" in ref_row
+
+
+def test_markdown_without_reference_or_server_shows_dashes():
+    doc = _doc()
+    c = doc["configs"][0]
+    c["reference"], c["server"] = None, {"ttfa_ms": None}
+    c.pop("rtf_ratio"), c.pop("speedup")
+    row = next(ln for ln in bench.render_markdown([doc]).splitlines() if ln.startswith("| q8_0 |"))
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    assert cells[4] == cells[5] == cells[6] == "–"
+
+
+def test_parse_threads_and_quants():
+    assert bench_cmd.parse_threads("1,all", 2) == (1, 2)
+    assert bench_cmd.parse_threads("all,2", 2) == (2,)
+    with pytest.raises(InputError):
+        bench_cmd.parse_threads("0", 2)
+    with pytest.raises(InputError):
+        bench_cmd.parse_threads("two", 2)
+    assert bench_cmd.parse_quants("q8_0, f16") == ("q8_0", "f16")
+    with pytest.raises(InputError):
+        bench_cmd.parse_quants("q5_k")
+
+
+def test_shape_name_matches_released_geometry():
+    from q3build.model import shapes, tiny
+
+    assert bench.shape_name(tiny.model_config(shapes.SHAPE_0_6B, "custom_voice")) == "0.6b"
+    assert bench.shape_name(tiny.model_config(shapes.SHAPE_1_7B, "base")) == "1.7b"
+    assert bench.shape_name({"talker_config": {"hidden_size": 7}}).startswith("custom")
