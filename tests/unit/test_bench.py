@@ -190,3 +190,49 @@ def test_shape_name_matches_released_geometry():
     assert bench.shape_name(tiny.model_config(shapes.SHAPE_0_6B, "custom_voice")) == "0.6b"
     assert bench.shape_name(tiny.model_config(shapes.SHAPE_1_7B, "base")) == "1.7b"
     assert bench.shape_name({"talker_config": {"hidden_size": 7}}).startswith("custom")
+
+
+def _qwen_tts_config_module(rel: str):
+    """One of the official package's config modules, loaded by path (`import qwen_tts` would pull
+    in torch and the whole model)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("qwen_tts")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("qwen-tts is not installed")
+    path = __import__("pathlib").Path(list(spec.submodule_search_locations)[0]) / rel
+    mspec = importlib.util.spec_from_file_location(f"_q3_{path.stem}", path)
+    mod = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(mod)
+    return mod
+
+
+def test_released_shapes_agree_with_the_official_config_classes():
+    """The values shapes.py cites as the official config classes' defaults are those defaults."""
+    from q3build.model import shapes
+
+    cfg = _qwen_tts_config_module("core/models/configuration_qwen3_tts.py")
+    tok = _qwen_tts_config_module("core/tokenizer_12hz/configuration_qwen3_tts_tokenizer_v2.py")
+    p = cfg.Qwen3TTSTalkerCodePredictorConfig()
+    s = cfg.Qwen3TTSSpeakerEncoderConfig()
+    t = cfg.Qwen3TTSTalkerConfig()
+    d = tok.Qwen3TTSTokenizerV2DecoderConfig(codebook_dim=512)
+    for shape in (shapes.SHAPE_0_6B, shapes.SHAPE_1_7B):
+        sp = shape.predictor
+        assert (sp.hidden, sp.layers, sp.heads, sp.kv_heads, sp.head_dim, sp.ffn, sp.vocab) == \
+            (p.hidden_size, p.num_hidden_layers, p.num_attention_heads, p.num_key_value_heads, p.head_dim,
+             p.intermediate_size, p.vocab_size)
+        sk = shape.speaker
+        assert (list(sk.channels), sk.attention, sk.se, sk.res2net_scale, list(sk.kernels), list(sk.dilations)) == \
+            (s.enc_channels, s.enc_attention_channels, s.enc_se_channels, s.enc_res2net_scale, s.enc_kernel_sizes,
+             s.enc_dilations)
+        sd = shape.decoder
+        assert (sd.latent, sd.layers, sd.heads, sd.kv_heads, sd.decoder_dim, sd.sliding_window, sd.codebook_size,
+                sd.quantizers, tuple(sd.upsample_rates), tuple(sd.upsampling_ratios)) == \
+            (d.latent_dim, d.num_hidden_layers, d.num_attention_heads, d.num_key_value_heads, d.decoder_dim,
+             d.sliding_window, d.codebook_size, d.num_quantizers, tuple(d.upsample_rates), tuple(d.upsampling_ratios))
+        assert (shape.talker.text_hidden, shape.talker.codec_vocab) == (t.text_hidden_size, t.vocab_size)
+        # head_dim × heads is the attention width; mrope sections cover half the head (rotary pairs)
+        assert sum(shape.talker.mrope_section) == shape.talker.head_dim // 2
+    # the 0.6B talker is as wide as the predictor (no small_to_mtp_projection), the 1.7B one is not
+    assert shapes.SHAPE_0_6B.talker.hidden == p.hidden_size != shapes.SHAPE_1_7B.talker.hidden
