@@ -130,10 +130,6 @@ static bool is_ascii_letter(uint32_t cp) {
     return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
 }
 
-static bool is_ascii_alnum(uint32_t cp) {
-    return (cp >= '0' && cp <= '9') || is_ascii_letter(cp);
-}
-
 // marks that end a sentence wherever they appear ('.' needs context, see sentence_end)
 static bool is_terminator(uint32_t cp) {
     switch (cp) {
@@ -241,8 +237,9 @@ static std::vector<int> find_cuts(const std::vector<text_unit> & u) {
         } else if (is_space(cp)) {
             mark(i, CUT_SPACE);
         }
-        // "1,000" and "10:30" are numbers, not clauses
-        if (is_clause_mark(cp) && !(cp < 0x80 && i + 1 < n && is_ascii_alnum(u[i + 1].cp))) {
+        // an ASCII mark with more ASCII right after it, as in "1,000", "10:30" or "https://", is not a clause break
+        const bool glued = cp < 0x80 && i + 1 < n && u[i + 1].cp < 0x80 && !is_space(u[i + 1].cp);
+        if (is_clause_mark(cp) && !glued) {
             size_t end = i + 1;
             while (end < n && is_closing(u[end].cp)) {
                 ++end;
