@@ -85,9 +85,11 @@ def collect_files(project: Project, plan: BuildPlan) -> dict[str, tuple[bytes, b
             raise BuildError(f"staged build of {plan.target_name} has no {rel}")
         files[rel] = (p.read_bytes(), bool(p.stat().st_mode & 0o111))
     src = project.src_dir
-    if not (src / "LICENSE").is_file():
+    if not (src / ".git").is_dir():
         raise WorkspaceError(f"no synced source tree in {src} to take llama.cpp's licenses from",
                              hint="run `q3build sync`")
+    if not (src / "LICENSE").is_file():
+        raise BuildError(f"{src / 'LICENSE'}: the synced tree has no license file; refusing to package without it")
     files["share/licenses/llama.cpp/LICENSE"] = ((src / "LICENSE").read_bytes(), False)
     lic_dir = src / "licenses"
     if lic_dir.is_dir():

@@ -102,3 +102,14 @@ def stream(
             rc = proc.wait()
     if rc != 0:
         raise CommandError(args, rc, "\n".join(tail), log_file=log_file)
+
+
+def spawn(argv: Sequence[str | os.PathLike], *, log_file: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | str | None = None) -> subprocess.Popen:
+    """Start a long-running process (a server) with its output in ``log_file``; the caller stops it."""
+    args = _resolve(argv, env)
+    log.debug("+ %s &  (log %s)", shlex.join(args), log_file)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w", encoding="utf-8") as lf:   # the child keeps its own descriptor
+        return subprocess.Popen(args, cwd=cwd, env=dict(env) if env is not None else None, stdout=lf,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -147,6 +147,13 @@ def test_verify_names_an_sbom_that_disagrees_with_the_manifest(built, capsys, tm
     assert "sbom failed: llama.cpp is b9999" in err
 
 
+def test_package_refuses_a_tree_without_a_license(proj, capsys, tmp_path):
+    assert proj.q3("make", "--target", "host") == 0
+    capsys.readouterr()
+    assert proj.q3("package", "--target", "host", "--out", str(tmp_path)) == 5
+    assert "the synced tree has no license file" in capsys.readouterr().err
+
+
 def test_package_refuses_a_stale_stage_and_a_bad_epoch(built, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     assert built.q3("package", "--target", "host", "--out", str(tmp_path)) == 2
