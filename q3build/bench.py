@@ -476,11 +476,47 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
                              f"| {_fmt(st.get('predictor_ms_per_frame'), '.1f')} "
                              f"| {_fmt(st.get('decode_ms_per_frame'), '.1f')} "
                              f"| {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} | {_fmt(r.get('peak_rss_mb'), '.0f')} |")
-        notes = run.get("notes") or []
+        notes = list(run.get("notes") or []) + analysis(run, [r for r in runs if r.get("shape") == "tiny"])
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
         lines.append("")
     return "\n".join(lines)
+
+
+_STAGE_KEYS = {"talker": "talker_ms_per_step", "predictor": "predictor_ms_per_frame", "decode": "decode_ms_per_frame"}
+
+
+def analysis(run: Mapping, tiny_runs: Sequence[Mapping] = ()) -> list[str]:
+    """Computed observations for one run: the dominant stage, how close the weight reads come to the
+    read bandwidth, and (given a tiny-shape run of the same build) how much of each per-frame stage
+    time is fixed per-step cost: the tiny shape's time for the same stage, quantisation and threads."""
+    out = []
+    if run.get("shape") == "tiny":
+        return out
+    for c in run["configs"]:
+        o = c["ours"]
+        st = o.get("stages") or {}
+        dom = dominant_stage(st)
+        label = f"{c['quant']}, {c['threads']} thread{'s' if c['threads'] > 1 else ''}"
+        parts = []
+        if dom:
+            parts.append(f"{dom[0]} dominates ({dom[1]:.0%} of the stage time)")
+        if c.get("bandwidth_share") is not None:
+            parts.append(f"weights are read at {c['weight_read_gbps']:.1f} GB/s, {c['bandwidth_share']:.0%} of the "
+                         "measured read bandwidth")
+        tiny = next((t for r in tiny_runs for t in r["configs"]
+                     if t["quant"] == c["quant"] and t["threads"] == c["threads"] and t["ours"].get("stages")), None)
+        if tiny and st:
+            shares = []
+            for name, key in _STAGE_KEYS.items():
+                a, b = tiny["ours"]["stages"].get(key), st.get(key)
+                if a is not None and b:
+                    shares.append(f"{name} {a:.1f} of {b:.1f} ms ({min(a / b, 1.0):.0%})")
+            if shares:
+                parts.append("fixed per-step cost (the same stage at tiny shape): " + ", ".join(shares))
+        if parts:
+            out.append(f"{label}: " + "; ".join(parts) + ".")
+    return out
 
 
 # --- orchestration ------------------------------------------------------------------------------

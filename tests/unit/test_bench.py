@@ -236,3 +236,23 @@ def test_released_shapes_agree_with_the_official_config_classes():
         assert sum(shape.talker.mrope_section) == shape.talker.head_dim // 2
     # the 0.6B talker is as wide as the predictor (no small_to_mtp_projection), the 1.7B one is not
     assert shapes.SHAPE_0_6B.talker.hidden == p.hidden_size != shapes.SHAPE_1_7B.talker.hidden
+
+
+def test_analysis_names_dominant_stage_bandwidth_and_fixed_cost():
+    doc = _doc()
+    tiny = _doc()
+    tiny["shape"] = "tiny"
+    t_raw = {"prompt_ms": 20.0, "prompt_tokens": 14, "talker_ms": 48.0, "talker_steps": 48,
+             "predictor_ms": 1200.0, "predictor_frames": 48, "decode_ms": 96.0, "decode_frames": 48}
+    tiny["configs"][0]["ours"]["stages"] = bench.per_frame_stages(t_raw)
+    notes = bench.analysis(doc, [tiny])
+    assert len(notes) == 1
+    n = notes[0]
+    assert n.startswith("q8_0, 2 threads: predictor dominates (")
+    c = doc["configs"][0]
+    assert f"{c['bandwidth_share']:.0%} of the measured read bandwidth" in n
+    # tiny predictor 25 ms/frame of the 0.6B's 5900/48 ms
+    assert f"predictor 25.0 of {5900 / 48:.1f} ms ({25 / (5900 / 48):.0%})" in n
+    assert bench.analysis(tiny, [tiny]) == []           # no observations about the tiny run itself
+    md = bench.render_markdown([doc, tiny])
+    assert n in md

@@ -1,0 +1,96 @@
+"""q3build bench on a tiny CustomVoice checkpoint: the JSON document has every figure, the figures
+are consistent with each other, and the Markdown renderer turns it into the table. The official
+reference runs when qwen-tts is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from q3build import cli
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 6
+HAVE_REFERENCE = importlib.util.find_spec("qwen_tts") is not None
+
+
+def q3(*args):
+    return cli.main(["--project", str(REPO), *args])
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    try:
+        assert q3("make", "--target", "host") == 0
+        assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(root / "hf")) == 0
+        out = root / "bench.json"
+        args = ["bench", "--target", "host", "--model", str(root / "hf"), "--quant", "q8_0", "--threads", "1",
+                "--frames", str(FRAMES), "--no-server", "--bandwidth-mib", "64", "--out", str(out)]
+        if not HAVE_REFERENCE:
+            args.append("--no-reference")
+        assert q3(*args) == 0
+        yield root, json.loads(out.read_text())
+    finally:
+        mp.undo()
+
+
+def test_document_structure(result):
+    _, doc = result
+    assert doc["shape"] == "tiny" and doc["variant"] == "custom_voice" and doc["frames"] == FRAMES
+    assert doc["build"].startswith("version:")
+    assert [b["threads"] for b in doc["bandwidth"]] == [1] and doc["bandwidth"][0]["gbps"] > 0
+    assert [(c["quant"], c["threads"]) for c in doc["configs"]] == [("q8_0", 1)]
+    c = doc["configs"][0]
+    assert c["server"]["ttfa_ms"] is None          # --no-server
+    assert c["weights"]["talker_bytes"] > 0 and c["weights"]["predictor_layer_bytes"] > 0
+    assert c["weights"]["bytes_per_frame"] == c["weights"]["talker_bytes"] + c["weights"]["predictor_bytes"]
+
+
+def test_our_figures_are_consistent(result):
+    _, doc = result
+    c = doc["configs"][0]
+    o = c["ours"]
+    # random weights practically never pick EOS; the frames actually generated are what count
+    assert 0 < o["frames"] <= FRAMES
+    assert o["frames_per_s"] > 0
+    assert o["audio_s"] == pytest.approx(o["frames"] / 12.5)
+    assert o["rtf"] == pytest.approx(o["synth_s"] / o["audio_s"])
+    assert o["synth_s"] <= o["process_s"]          # synthesis excludes loading, the process does not
+    assert o["peak_rss_mb"] > 10
+    st = o["stages"]
+    assert st is not None, o["stages_source"]
+    assert st["counts"]["talker_steps"] == st["counts"]["predictor_frames"] == o["frames"]
+    assert st["counts"]["decode_frames"] == o["frames"]
+    assert all(v >= 0 for v in st["total_ms"].values()) and st["predictor_ms_per_frame"] > 0
+    # the stages are parts of the synthesis
+    assert sum(st["total_ms"].values()) <= o["synth_s"] * 1000 * 1.05 + 5
+    assert c["weight_read_gbps"] == pytest.approx(c["weights"]["bytes_per_frame"] * o["frames_per_s"] / 1e9)
+    assert c["bandwidth_share"] == pytest.approx(c["weight_read_gbps"] / doc["bandwidth"][0]["gbps"])
+
+
+@pytest.mark.skipif(not HAVE_REFERENCE, reason="qwen-tts is not installed")
+def test_reference_generates_the_fixed_frame_count(result):
+    _, doc = result
+    c = doc["configs"][0]
+    r = c["reference"]
+    assert r["frames"] == FRAMES                   # EOS suppressed: exactly the frames asked for
+    assert r["rtf"] == pytest.approx(r["synth_s"] / (FRAMES / 12.5))
+    assert r["stages"]["counts"]["predictor_frames"] == FRAMES
+    assert c["rtf_ratio"] == pytest.approx(c["ours"]["rtf"] / r["rtf"])
+
+
+def test_markdown_renders_the_run(result, capsys):
+    root, doc = result
+    capsys.readouterr()
+    assert q3("bench", "--markdown", str(root / "bench.json")) == 0
+    md = capsys.readouterr().out
+    row = next(ln for ln in md.splitlines() if ln.startswith("| q8_0 | 1 |"))
+    assert f"{doc['configs'][0]['ours']['rtf']:.2f}" in row
