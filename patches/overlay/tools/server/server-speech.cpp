@@ -1,42 +1,630 @@
 #include "server-speech.h"
 
 #include "server-common.h"
+#include "server-speech-audio.h"
+#include "server-speech-engine.h"
 
+#include "log.h"
+
+#include <cctype>
+#include <cmath>
 #include <memory>
 #include <string>
+#include <vector>
 
-// OpenAI error body: {"error": {"message", "type", "param", "code"}}
-static server_http_res_ptr speech_error(int status, const std::string & type, const std::string & code,
-                                        const std::string & message) {
+namespace {
+
+// what went wrong with a request, as an OpenAI error body: {"error": {message, type, param, code}}
+struct speech_error {
+    int         status = 400;
+    std::string code;
+    std::string param;   // the request field at fault, empty if none
+    std::string message;
+    std::string type = "invalid_request_error";
+};
+
+server_http_res_ptr error_response(const speech_error & e) {
     auto res = std::make_unique<server_http_res>();
-    res->status = status;
+    res->status = e.status;
     res->data   = json {
         {"error", json {
-            {"message", message},
-            {"type",    type},
-            {"param",   nullptr},
-            {"code",    code},
+            {"message", e.message},
+            {"type",    e.type},
+            {"param",   e.param.empty() ? json(nullptr) : json(e.param)},
+            {"code",    e.code},
         }},
     }.dump();
     return res;
 }
 
-static server_http_res_ptr speech_not_enabled(const server_http_req &) {
-    return speech_error(501, "not_supported_error", "speech_not_enabled",
-                        "speech synthesis is not enabled on this server: start llama-server with a "
-                        "Qwen3-TTS talker model (-m) and its mmproj (--mmproj)");
+server_http_res_ptr not_enabled(const server_http_req &) {
+    return error_response({501, "speech_not_enabled", "",
+                           "speech synthesis is not enabled on this server: start llama-server with a "
+                           "Qwen3-TTS talker model (-m) and its mmproj (--mmproj)", "not_supported_error"});
 }
 
-server_speech_routes server_speech_routes_init() {
-    return server_speech_routes {
-        /* post_speech */ speech_not_enabled,
-        /* get_voices  */ speech_not_enabled,
+enum class audio_format { wav, pcm, flac };
+enum class stream_mode  { none, audio, sse };
+
+struct speech_request {
+    std::string              model;
+    std::vector<std::string> segments;
+    speech_gen_params        gen;
+    float                    speed  = 1.0f;
+    audio_format             format = audio_format::wav;
+    stream_mode              stream = stream_mode::none;
+};
+
+const char * content_type_of(audio_format f) {
+    switch (f) {
+        case audio_format::wav:  return "audio/wav";
+        case audio_format::pcm:  return "audio/pcm";
+        case audio_format::flac: return "audio/flac";
+    }
+    return "application/octet-stream";
+}
+
+std::string header_value(const server_http_req & req, const std::string & name) {
+    for (const auto & [key, value] : req.headers) {
+        if (key.size() == name.size() &&
+            std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
+                return std::tolower((unsigned char) a) == std::tolower((unsigned char) b);
+            })) {
+            return value;
+        }
+    }
+    return "";
+}
+
+//
+// request parsing: every field is checked before any work starts, and each failure names its field
+//
+
+class request_parser {
+public:
+    request_parser(speech_engine & engine, const json & body) : engine(engine), body(body) {}
+
+    bool parse(speech_request & out, speech_error & err);
+
+private:
+    bool fail(speech_error & err, const std::string & param, const std::string & code, const std::string & msg) {
+        err = {400, code, param, msg};
+        return false;
+    }
+    bool opt_string(const char * key, std::string & out, speech_error & err);
+    bool opt_number(const char * key, double lo, double hi, double & out, bool & present, speech_error & err);
+    bool opt_int(const char * key, int64_t lo, int64_t hi, int64_t & out, bool & present, speech_error & err);
+
+    bool parse_input(speech_request & out, speech_error & err);
+    bool parse_voice(speech_request & out, speech_error & err);
+    bool parse_language(speech_request & out, speech_error & err);
+    bool parse_formats(speech_request & out, speech_error & err);
+    bool parse_sampling(speech_request & out, speech_error & err);
+
+    speech_engine & engine;
+    const json & body;
+};
+
+bool request_parser::opt_string(const char * key, std::string & out, speech_error & err) {
+    if (!body.contains(key) || body.at(key).is_null()) {
+        return true;
+    }
+    if (!body.at(key).is_string()) {
+        return fail(err, key, "invalid_type", std::string("'") + key + "' must be a string");
+    }
+    out = body.at(key).get<std::string>();
+    return true;
+}
+
+bool request_parser::opt_number(const char * key, double lo, double hi, double & out, bool & present, speech_error & err) {
+    present = body.contains(key) && !body.at(key).is_null();
+    if (!present) {
+        return true;
+    }
+    if (!body.at(key).is_number()) {
+        return fail(err, key, "invalid_type", std::string("'") + key + "' must be a number");
+    }
+    out = body.at(key).get<double>();
+    if (!(out >= lo && out <= hi)) {
+        return fail(err, key, "out_of_range", string_format("'%s' must be between %g and %g, got %g", key, lo, hi, out));
+    }
+    return true;
+}
+
+bool request_parser::opt_int(const char * key, int64_t lo, int64_t hi, int64_t & out, bool & present, speech_error & err) {
+    present = body.contains(key) && !body.at(key).is_null();
+    if (!present) {
+        return true;
+    }
+    const json & v = body.at(key);
+    if (!v.is_number_integer() && !(v.is_number_float() && std::floor(v.get<double>()) == v.get<double>())) {
+        return fail(err, key, "invalid_type", std::string("'") + key + "' must be an integer");
+    }
+    const double d = v.get<double>();
+    if (d < (double) lo || d > (double) hi) {
+        return fail(err, key, "out_of_range",
+                    string_format("'%s' must be between %lld and %lld", key, (long long) lo, (long long) hi));
+    }
+    out = (int64_t) d;
+    return true;
+}
+
+bool request_parser::parse_input(speech_request & out, speech_error & err) {
+    if (!body.contains("input") || body.at("input").is_null()) {
+        return fail(err, "input", "missing_required_parameter", "'input' is required: the text to speak");
+    }
+    if (!body.at("input").is_string()) {
+        return fail(err, "input", "invalid_type", "'input' must be a string");
+    }
+    const std::string input = body.at("input").get<std::string>();
+    if (!speech_audio::utf8_valid(input)) {
+        return fail(err, "input", "invalid_utf8", "'input' is not valid UTF-8");
+    }
+    const size_t n_chars = speech_audio::utf8_length(input);
+    const int    max_in  = engine.params().tts_max_input;
+    if (n_chars > (size_t) max_in) {
+        return fail(err, "input", "string_above_max_length",
+                    string_format("'input' has %zu characters, this server accepts at most %d", n_chars, max_in));
+    }
+    out.segments = speech_audio::split_text(input, (size_t) engine.params().tts_segment_chars);
+    if (out.segments.empty()) {
+        return fail(err, "input", "empty_input", "'input' is empty: there is nothing to speak");
+    }
+    return true;
+}
+
+bool request_parser::parse_voice(speech_request & out, speech_error & err) {
+    std::string voice;
+    if (body.contains("voice") && !body.at("voice").is_null()) {
+        const json & v = body.at("voice");
+        if (v.is_string()) {
+            voice = v.get<std::string>();
+        } else if (v.is_object() && v.contains("id") && v.at("id").is_string()) {
+            voice = v.at("id").get<std::string>();
+        } else {
+            return fail(err, "voice", "invalid_type", "'voice' must be a voice name or an object {\"id\": name}");
+        }
+    }
+    if (voice.empty() || voice == "default") {
+        out.gen.voice = engine.default_voice();
+        return true;
+    }
+    speech_voice found;
+    if (!engine.find_voice(voice, found)) {
+        std::string names;
+        for (const auto & v : engine.voices()) {
+            names += (names.empty() ? "" : ", ") + v.id;
+        }
+        return fail(err, "voice", "voice_not_found",
+                    "unknown voice '" + voice + "'; this server has: " + (names.empty() ? "no voices (omit 'voice')" : names));
+    }
+    out.gen.voice = found.id;
+    return true;
+}
+
+bool request_parser::parse_language(speech_request & out, speech_error & err) {
+    std::string lang = engine.params().tts_lang.empty() ? "auto" : engine.params().tts_lang;
+    if (!opt_string("language", lang, err)) {
+        return false;
+    }
+    out.gen.language = engine.resolve_language(lang);
+    if (out.gen.language.empty()) {
+        std::string names = "auto";
+        for (const auto & l : engine.languages()) {
+            names += ", " + l;
+        }
+        return fail(err, "language", "unsupported_language",
+                    "unsupported language '" + lang + "'; use an ISO 639-1 code or one of: " + names);
+    }
+    return true;
+}
+
+bool request_parser::parse_formats(speech_request & out, speech_error & err) {
+    std::string fmt = "wav";
+    if (!opt_string("response_format", fmt, err)) {
+        return false;
+    }
+    if      (fmt == "wav")  out.format = audio_format::wav;
+    else if (fmt == "pcm")  out.format = audio_format::pcm;
+    else if (fmt == "flac") out.format = audio_format::flac;
+    else {
+        return fail(err, "response_format", "unsupported_response_format",
+                    "response_format '" + fmt + "' is not supported by this server; use one of: wav, pcm, flac");
+    }
+    std::string stream;
+    if (!opt_string("stream_format", stream, err)) {
+        return false;
+    }
+    if      (stream.empty())   out.stream = stream_mode::none;
+    else if (stream == "audio") out.stream = stream_mode::audio;
+    else if (stream == "sse")   out.stream = stream_mode::sse;
+    else {
+        return fail(err, "stream_format", "invalid_value", "stream_format must be 'audio' or 'sse', got '" + stream + "'");
+    }
+    double speed = 1.0;
+    bool present = false;
+    if (!opt_number("speed", 0.25, 4.0, speed, present, err)) {
+        return false;
+    }
+    out.speed = (float) speed;
+    return true;
+}
+
+bool request_parser::parse_sampling(speech_request & out, speech_error & err) {
+    const common_params_sampling & def = engine.params().sampling;
+    speech_gen_params & g = out.gen;
+    g.temperature        = def.temp;
+    g.top_k              = def.top_k;
+    g.top_p              = def.top_p;
+    g.repetition_penalty = def.penalty_repeat;
+    g.seed               = LLAMA_DEFAULT_SEED;
+    g.streaming_text     = engine.params().tts_streaming_text;
+
+    double  d = 0;
+    int64_t i = 0;
+    bool    present = false;
+    if (!opt_int("seed", 0, (int64_t) LLAMA_DEFAULT_SEED - 1, i, present, err)) return false;
+    if (present) g.seed = (uint32_t) i;
+    if (!opt_number("temperature", 0.0, 2.0, d, present, err)) return false;
+    if (present) g.temperature = (float) d;
+    if (!opt_int("top_k", 0, 100000, i, present, err)) return false;
+    if (present) g.top_k = (int32_t) i;
+    if (!opt_number("top_p", 1e-6, 1.0, d, present, err)) return false;
+    if (present) g.top_p = (float) d;
+    if (!opt_number("repetition_penalty", 0.5, 2.0, d, present, err)) return false;
+    if (present) g.repetition_penalty = (float) d;
+    if (!opt_int("max_frames", 1, 100000, i, present, err)) return false;
+    if (present) g.max_frames = (int32_t) i;
+
+    std::string layout;
+    if (!opt_string("text_layout", layout, err)) return false;
+    if (layout == "streaming") g.streaming_text = true;
+    else if (layout == "full") g.streaming_text = false;
+    else if (!layout.empty()) {
+        return fail(err, "text_layout", "invalid_value", "text_layout must be 'full' or 'streaming'");
+    }
+    return true;
+}
+
+bool request_parser::parse(speech_request & out, speech_error & err) {
+    if (!body.is_object()) {
+        return fail(err, "", "invalid_request_body", "the request body must be a JSON object");
+    }
+    if (!opt_string("model", out.model, err) || !parse_input(out, err) || !parse_voice(out, err) ||
+        !parse_language(out, err) || !parse_formats(out, err) || !parse_sampling(out, err) ||
+        !opt_string("instructions", out.gen.instructions, err)) {
+        return false;
+    }
+    if (!out.gen.instructions.empty() && !engine.takes_instructions()) {
+        return fail(err, "instructions", "unsupported_parameter",
+                    "this model (" + engine.describe() + ") does not take 'instructions'; "
+                    "VoiceDesign and the 1.7B CustomVoice models do");
+    }
+    return true;
+}
+
+//
+// one request on a slot: segments in order, audio handed out as it is decoded
+//
+
+class speech_job {
+public:
+    speech_job(speech_engine & engine, std::unique_ptr<speech_slot_lease> lease, speech_request req)
+        : engine(engine), lease(std::move(lease)), req(std::move(req)), t_start_us(ggml_time_us()) {
+        const auto & p = engine.params();
+        if (p.tts_lowpass > 0.0f) {
+            lowpass = std::make_unique<speech_audio::lowpass_filter>(engine.sample_rate(), p.tts_lowpass);
+        }
+    }
+
+    bool streaming() const { return req.stream != stream_mode::none; }
+    server_http_res_ptr respond_whole(const std::function<bool()> & should_stop);
+    server_http_res_ptr respond_stream(std::shared_ptr<speech_job> self);
+
+private:
+    bool next_audio(std::vector<float> & pcm, int n_frames, speech_error & err);
+    bool whole_segment(std::vector<float> & pcm, const std::function<bool()> & should_stop, speech_error & err);
+    void post_process(std::vector<float> & pcm, bool whole) const;
+    bool next_chunk(std::string & out);
+    std::string encode_chunk(const std::vector<float> & pcm, bool final);
+    std::string sse_event(const json & data) const { return "data: " + data.dump() + "\n\n"; }
+    json done_event() const;
+    void fill_headers(server_http_res & res, bool whole) const;
+
+    double wall_s()  const { return (ggml_time_us() - t_start_us) / 1e6; }
+    double audio_s() const { return (double) n_samples / engine.sample_rate(); }
+
+    speech_engine & engine;
+    std::unique_ptr<speech_slot_lease> lease;
+    speech_request req;
+    int64_t t_start_us;
+
+    std::unique_ptr<speech_segment> seg;      // the segment being generated
+    size_t  n_done = 0;                       // segments finished
+    size_t  n_samples = 0;                    // audio samples handed out
+    int     n_frames  = 0;
+    int     n_capped  = 0;                    // segments that hit their frame cap
+    speech_stage_timings timings;
+    std::unique_ptr<speech_audio::lowpass_filter> lowpass;
+    std::unique_ptr<speech_audio::flac_encoder> flac;
+    bool header_sent = false;
+    bool finished    = false;
+};
+
+// generates up to n_frames of the current segment (starting the next one when needed) and appends
+// its decoded audio, preceded by a short pause between segments
+bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err) {
+    std::string msg;
+    if (!seg) {
+        if (n_done > 0) {
+            const auto pause = speech_audio::silence(engine.sample_rate(), 150);
+            pcm.insert(pcm.end(), pause.begin(), pause.end());
+        }
+        seg = std::make_unique<speech_segment>(engine, lease->get());
+        if (!seg->start(req.segments[n_done], req.gen, msg)) {
+            err = {500, "synthesis_failed", "", msg, "server_error"};
+            return false;
+        }
+    }
+    // the codec decoder is cheapest on long runs of frames: a whole response decodes each segment
+    // at its end, a stream every chunk
+    if (!seg->step(n, msg) || ((streaming() || seg->done()) && !seg->take_audio(pcm, msg))) {
+        err = {500, "synthesis_failed", "", msg, "server_error"};
+        return false;
+    }
+    if (seg->done()) {
+        timings.add(seg->timings());
+        n_frames += seg->frames();
+        n_capped += seg->hit_frame_cap() ? 1 : 0;
+        seg.reset();
+        finished = ++n_done == req.segments.size();
+    }
+    return true;
+}
+
+bool speech_job::whole_segment(std::vector<float> & pcm, const std::function<bool()> & should_stop, speech_error & err) {
+    const size_t n_before = n_done;
+    while (n_done == n_before) {
+        if (should_stop && should_stop()) {
+            err = {499, "client_closed_request", "", "the client closed the connection", "server_error"};
+            return false;
+        }
+        if (!next_audio(pcm, 1, err)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// trim and normalize need the whole segment, so a stream only gets the low-pass
+void speech_job::post_process(std::vector<float> & pcm, bool whole) const {
+    const auto & p = engine.params();
+    if (whole && p.tts_trim) {
+        speech_audio::trim_trailing_silence(pcm, engine.sample_rate());
+    }
+    if (whole && p.tts_normalize) {
+        speech_audio::peak_normalize(pcm);
+    }
+    if (lowpass) {
+        lowpass->process(pcm);
+    }
+}
+
+void speech_job::fill_headers(server_http_res & res, bool whole) const {
+    const auto & p = engine.params();
+    std::string post;
+    if (whole && p.tts_trim)      post += "trim,";
+    if (whole && p.tts_normalize) post += "normalize,";
+    if (lowpass)                  post += "lowpass,";
+    if (req.speed != 1.0f)        post += "speed,";
+    res.headers["X-Speech-Backend"]     = "llama.cpp libmtmd (" + engine.describe() + ")";
+    res.headers["X-Speech-Segments"]    = std::to_string(req.segments.size());
+    res.headers["X-Speech-Postprocess"] = post.empty() ? "none" : post.substr(0, post.size() - 1);
+    if (whole) {
+        const double wall = wall_s(), audio = audio_s();
+        res.headers["X-Audio-Seconds"]    = string_format("%.3f", audio);
+        res.headers["X-Wall-Seconds"]     = string_format("%.3f", wall);
+        res.headers["X-Real-Time-Factor"] = string_format("%.3f", audio > 0 ? wall / audio : 0.0);
+        res.headers["X-Speech-Frames"]    = std::to_string(n_frames);
+        res.headers["X-Speech-Frame-Capped-Segments"] = std::to_string(n_capped);
+        res.headers["X-Speech-Stages-Ms"] = string_format("prompt=%.1f talker=%.1f code=%.1f decode=%.1f",
+            timings.prompt_ms, timings.talker_ms, timings.code_ms, timings.decode_ms);
+    }
+}
+
+server_http_res_ptr speech_job::respond_whole(const std::function<bool()> & should_stop) {
+    std::vector<float> all;
+    speech_error err;
+    while (!finished) {
+        std::vector<float> pcm;
+        if (!whole_segment(pcm, should_stop, err)) {
+            return error_response(err);
+        }
+        post_process(pcm, true);
+        all.insert(all.end(), pcm.begin(), pcm.end());
+    }
+    if (req.speed != 1.0f) {
+        all = speech_audio::time_stretch(all, engine.sample_rate(), req.speed);
+    }
+    n_samples = all.size();
+
+    auto res = std::make_unique<server_http_res>();
+    res->content_type = content_type_of(req.format);
+    switch (req.format) {
+        case audio_format::wav:  res->data = speech_audio::encode_wav(all, engine.sample_rate()); break;
+        case audio_format::pcm:  res->data = speech_audio::encode_pcm16(all);                      break;
+        case audio_format::flac: res->data = speech_audio::encode_flac(all, engine.sample_rate()); break;
+    }
+    fill_headers(*res, true);
+    return res;
+}
+
+std::string speech_job::encode_chunk(const std::vector<float> & pcm, bool final) {
+    std::string out;
+    if (!header_sent) {
+        header_sent = true;
+        if (req.format == audio_format::wav) {
+            out = speech_audio::wav_stream_header(engine.sample_rate());
+        } else if (req.format == audio_format::flac) {
+            flac = std::make_unique<speech_audio::flac_encoder>(engine.sample_rate());
+            out  = flac->header();
+        }
+    }
+    if (req.format == audio_format::flac) {
+        out += flac->encode(pcm.data(), pcm.size(), final);
+    } else {
+        out += speech_audio::encode_pcm16(pcm);
+    }
+    return out;
+}
+
+json speech_job::done_event() const {
+    const double wall = wall_s(), audio = audio_s();
+    return json {
+        {"type", "speech.audio.done"},
+        {"usage", json {
+            {"input_tokens",  timings.prompt_tokens},
+            {"output_tokens", n_frames},
+            {"total_tokens",  timings.prompt_tokens + n_frames},
+        }},
+        {"audio_seconds", audio},
+        {"wall_seconds",  wall},
+        {"real_time_factor", audio > 0 ? wall / audio : 0.0},
+        {"segments", req.segments.size()},
+        {"stages_ms", json {
+            {"prompt", timings.prompt_ms}, {"talker", timings.talker_ms},
+            {"code_predictor", timings.code_ms}, {"codec_decode", timings.decode_ms},
+        }},
     };
 }
 
-void server_speech_register(const server_http_context & ctx_http, const server_speech_routes & routes) {
-    ctx_http.post("/v1/audio/speech", routes.post_speech);
-    ctx_http.post("/audio/speech",    routes.post_speech);
-    ctx_http.get ("/v1/audio/voices", routes.get_voices);
-    ctx_http.get ("/audio/voices",    routes.get_voices);
+// one chunk of a streamed response; false once the stream is complete
+bool speech_job::next_chunk(std::string & out) {
+    std::vector<float> pcm;
+    speech_error err;
+    if (!next_audio(pcm, engine.params().tts_stream_frames, err)) {
+        LOG_ERR("speech: %s\n", err.message.c_str());
+        if (req.stream == stream_mode::sse) {
+            out = sse_event(json {{"type", "error"}, {"error", {{"message", err.message}, {"type", err.type},
+                                                                {"param", nullptr}, {"code", err.code}}}});
+        }
+        return false; // the status line is sent already: end the stream
+    }
+    post_process(pcm, false);
+    if (req.speed != 1.0f && !pcm.empty()) {
+        pcm = speech_audio::time_stretch(pcm, engine.sample_rate(), req.speed);
+    }
+    n_samples += pcm.size();
+    const std::string bytes = encode_chunk(pcm, finished);
+    if (req.stream == stream_mode::sse) {
+        if (!bytes.empty()) {
+            out = sse_event(json {{"type", "speech.audio.delta"}, {"audio", speech_audio::base64_encode(bytes)}});
+        }
+        if (finished) {
+            out += sse_event(done_event());
+        }
+    } else {
+        out = bytes;
+    }
+    return !finished;
+}
+
+server_http_res_ptr speech_job::respond_stream(std::shared_ptr<speech_job> self) {
+    auto res = std::make_unique<server_http_res>();
+    res->content_type = req.stream == stream_mode::sse ? "text/event-stream" : content_type_of(req.format);
+    fill_headers(*res, false);
+    // generation runs as the client reads; a client that goes away stops being read from, and
+    // releasing the response releases the slot
+    res->next = [self](std::string & out) -> bool {
+        return self->next_chunk(out);
+    };
+    return res;
+}
+
+server_http_res_ptr handle_speech(speech_engine & engine, const server_http_req & req) {
+    const std::string ctype = header_value(req, "Content-Type");
+    if (ctype.rfind("application/json", 0) != 0 && ctype.rfind("multipart/form-data", 0) != 0) {
+        return error_response({415, "unsupported_media_type", "",
+                               "Content-Type must be application/json, got '" + ctype + "'"});
+    }
+    const json body = json::parse_no_throw(req.body);
+    if (body.is_discarded()) {
+        return error_response({400, "invalid_json", "", "the request body is not valid JSON"});
+    }
+    speech_request sreq;
+    speech_error   err;
+    if (!request_parser(engine, body).parse(sreq, err)) {
+        return error_response(err);
+    }
+    bool busy = false;
+    auto lease = engine.acquire(req.should_stop, busy);
+    if (!lease) {
+        if (busy) {
+            return error_response({503, "server_busy", "",
+                                   "all speech slots are busy and the queue is full; retry later", "server_error"});
+        }
+        return error_response({499, "client_closed_request", "", "the client closed the connection", "server_error"});
+    }
+    auto job = std::make_shared<speech_job>(engine, std::move(lease), std::move(sreq));
+    if (job->streaming()) {
+        return job->respond_stream(job);
+    }
+    return job->respond_whole(req.should_stop);
+}
+
+server_http_res_ptr handle_voices(speech_engine & engine) {
+    json voices = json::array();
+    for (const auto & v : engine.voices()) {
+        voices.push_back({{"id", v.id}, {"name", v.id}, {"type", v.type}});
+    }
+    auto res = std::make_unique<server_http_res>();
+    res->data = json {
+        {"voices",    voices},
+        {"default",   engine.default_voice().empty() ? json(nullptr) : json(engine.default_voice())},
+        {"languages", engine.languages()},
+        {"model",     engine.describe()},
+        {"cloning",   engine.can_clone()},
+    }.dump();
+    return res;
+}
+
+// the handlers never throw: an unexpected exception becomes a 500 and the server keeps serving
+template <typename F>
+server_http_res_ptr guarded(F && f) {
+    try {
+        return f();
+    } catch (const std::exception & e) {
+        LOG_ERR("speech: unexpected error: %s\n", e.what());
+        return error_response({500, "internal_error", "", std::string("internal error: ") + e.what(), "server_error"});
+    }
+}
+
+} // namespace
+
+server_speech::server_speech() : engine(std::make_unique<speech_engine>()) {
+    post_speech = [this](const server_http_req & req) {
+        if (!engine->loaded()) {
+            return not_enabled(req);
+        }
+        return guarded([&] { return handle_speech(*engine, req); });
+    };
+    get_voices = [this](const server_http_req & req) {
+        if (!engine->loaded()) {
+            return not_enabled(req);
+        }
+        return guarded([&] { return handle_voices(*engine); });
+    };
+}
+
+server_speech::~server_speech() = default;
+
+void server_speech::load(const common_params & params, const llama_model * model) {
+    engine->load(params, model);
+}
+
+void server_speech_register(const server_http_context & ctx_http, server_speech & speech) {
+    ctx_http.post("/v1/audio/speech", speech.post_speech);
+    ctx_http.post("/audio/speech",    speech.post_speech);
+    ctx_http.get ("/v1/audio/voices", speech.get_voices);
+    ctx_http.get ("/audio/voices",    speech.get_voices);
 }

@@ -2,18 +2,30 @@
 
 #include "server-http.h"
 
+#include <memory>
+
+struct common_params;
+struct llama_model;
+class speech_engine;
+
 // OpenAI-compatible speech endpoints for llama-server (carried by q3build as overlay sources).
 //
-// Synthesis runs in-process on libmtmd's Qwen3-TTS support (mtmd_helper_gen_audio). A server
-// started without a speech model still answers these routes, with 501 and an OpenAI-style error,
-// so a client learns why instead of getting a bare 404.
+// Synthesis runs in-process on libmtmd's Qwen3-TTS support (mtmd_helper_gen_audio, see
+// server-speech-engine.h). A server started without a speech model still answers these routes,
+// with 501 and an OpenAI-style error, so a client learns why instead of getting a bare 404.
+struct server_speech {
+    server_speech();
+    ~server_speech();
 
-struct server_speech_routes {
+    // after the server loaded its model: enables speech when it is a Qwen3-TTS talker and --mmproj
+    // generates audio; otherwise the routes keep answering 501
+    void load(const common_params & params, const llama_model * model);
+
     server_http_context::handler_t post_speech; // POST /v1/audio/speech
     server_http_context::handler_t get_voices;  // GET  /v1/audio/voices
+
+    std::unique_ptr<speech_engine> engine;
 };
 
-server_speech_routes server_speech_routes_init();
-
 // registers the routes under /v1/audio/... and /audio/...; the handlers never throw
-void server_speech_register(const server_http_context & ctx_http, const server_speech_routes & routes);
+void server_speech_register(const server_http_context & ctx_http, server_speech & speech);

@@ -1,0 +1,175 @@
+#pragma once
+
+// Speech synthesis for llama-server on libmtmd's audio generation helper (mtmd_helper_gen_audio).
+// The talker weights are the server's own model; each slot adds a llama_context and an mtmd
+// context, so requests on different slots run in parallel without sharing mutable state.
+
+#include "common.h"
+#include "llama.h"
+#include "mtmd.h"
+#include "mtmd-helper.h"
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+struct common_sampler;
+
+// one request's generation settings, already validated by the HTTP layer
+struct speech_gen_params {
+    std::string voice;         // a voice id of speech_engine::voices(); empty: no speaker (Base, VoiceDesign)
+    std::string instructions;  // how to speak (VoiceDesign, 1.7B CustomVoice)
+    std::string language;      // a name of speech_engine::languages() or "auto"
+    uint32_t    seed               = LLAMA_DEFAULT_SEED;
+    float       temperature        = 0.9f;
+    int32_t     top_k              = 50;
+    float       top_p              = 1.0f;
+    float       repetition_penalty = 1.05f;
+    int32_t     max_frames         = 0;     // per segment; 0: derived from the segment length
+    bool        streaming_text     = false; // text fed one token per frame (shorter prompt)
+};
+
+struct speech_voice {
+    std::string id;
+    std::string type;  // "builtin" (a speaker of the model) or "cloned" (a recording in the voices dir)
+    std::string path;  // cloned: the reference recording
+};
+
+struct speech_stage_timings {
+    double prompt_ms = 0, talker_ms = 0, code_ms = 0, decode_ms = 0;
+    int    prompt_tokens = 0, frames = 0;
+
+    void add(const mtmd_helper_gen_audio_timings & t);
+};
+
+struct speech_slot {
+    int id = 0;
+    llama_context * lctx = nullptr;
+    mtmd_context  * mctx = nullptr;
+    std::unique_ptr<mtmd_helper::gen_audio> gen;
+
+    ~speech_slot();
+};
+
+class speech_engine;
+
+// a slot held for one request; returned to the engine when destroyed
+class speech_slot_lease {
+public:
+    speech_slot_lease(speech_engine & engine, speech_slot * slot) : engine(engine), slot(slot) {}
+    ~speech_slot_lease();
+    speech_slot_lease(const speech_slot_lease &) = delete;
+    speech_slot_lease & operator=(const speech_slot_lease &) = delete;
+
+    speech_slot & get() const { return *slot; }
+
+private:
+    speech_engine & engine;
+    speech_slot   * slot;
+};
+
+// generates one text segment on a slot, a few frames at a time
+class speech_segment {
+public:
+    speech_segment(speech_engine & engine, speech_slot & slot) : engine(engine), slot(slot) {}
+    ~speech_segment();
+
+    // builds and decodes the prompt; false with err set on failure
+    bool start(const std::string & text, const speech_gen_params & params, std::string & err);
+
+    // generates up to n_frames more frames; done() becomes true at end of speech or the frame cap
+    bool step(int n_frames, std::string & err);
+
+    // appends the audio decoded since the last call (flushes the codec decoder)
+    bool take_audio(std::vector<float> & out, std::string & err);
+
+    bool done() const { return finished; }
+    int  frames() const { return n_frames; }
+    bool hit_frame_cap() const { return capped; }
+    mtmd_helper_gen_audio_timings timings() const { return slot.gen->timings(); }
+
+private:
+    speech_engine & engine;
+    speech_slot   & slot;
+    common_sampler * smpl = nullptr;
+    const float * h_state = nullptr;
+    llama_token sampled = LLAMA_TOKEN_NULL;
+    int  n_frames   = 0;
+    int  max_frames = 0;
+    bool finished   = false;
+    bool capped     = false;
+    size_t n_taken  = 0;  // samples of the helper's output already handed out
+};
+
+class speech_engine {
+public:
+    ~speech_engine();
+
+    // enables speech when model is a talker and params.mmproj generates audio; false (with the
+    // reason logged) otherwise, and the server keeps serving without speech
+    bool load(const common_params & params, const llama_model * model);
+    bool loaded() const { return ready; }
+
+    // built-in speakers of the model, then the recordings in the voices directory (if it can clone)
+    std::vector<speech_voice> voices();
+    bool find_voice(const std::string & id, speech_voice & out);
+    // --tts-speaker, else the first built-in speaker (CustomVoice needs one), else none
+    std::string default_voice() const;
+
+    // the model's language names; resolve_language() maps ISO codes and names to one of them
+    // (or "auto"), empty when unsupported
+    const std::vector<std::string> & languages() const { return langs; }
+    std::string resolve_language(const std::string & lang) const;
+
+    // waits for a free slot; nullptr when cancelled (should_stop) or the queue is full (busy = true)
+    std::unique_ptr<speech_slot_lease> acquire(const std::function<bool()> & should_stop, bool & busy);
+
+    // the cached speaker embedding of a cloned voice, encoded on first use
+    bool speaker_embd(speech_slot & slot, const speech_voice & voice, std::vector<float> & out, std::string & err);
+
+    const common_params & params() const { return cparams; }
+    const llama_model * model() const { return mdl; }
+    int  sample_rate() const { return rate; }
+    int  frames_per_second() const { return 12; } // 12.5 Hz codec, rounded down for frame caps
+    int  segment_frame_cap(size_t n_chars) const;
+    const std::string & model_type() const { return type; }   // base, custom_voice, voice_design
+    const std::string & model_size() const { return size; }
+    bool can_clone() const { return cloning; }
+    bool takes_instructions() const { return type == "voice_design" || (type == "custom_voice" && size != "0b6"); }
+    std::string describe() const;
+
+private:
+    friend class speech_slot_lease;
+    void release(speech_slot * slot);
+    bool init_slot(speech_slot & slot, int id);
+    bool is_clone_name(const std::string & name) const;
+
+    common_params cparams;
+    const llama_model * mdl = nullptr;
+    bool ready   = false;
+    bool cloning = false;
+    int  rate    = 24000;
+    int  n_ctx   = 0;
+    std::string type, size;
+    std::vector<std::string> langs;
+    std::vector<std::string> speakers;  // built-in, lower case
+
+    std::vector<std::unique_ptr<speech_slot>> slots;
+    std::vector<speech_slot *> free_slots;
+    int n_waiting = 0;
+    std::mutex mtx;
+    std::condition_variable cv;
+
+    struct cached_embd {
+        int64_t mtime = 0;
+        int64_t bytes = 0;
+        std::vector<float> embd;
+    };
+    std::mutex embd_mtx;
+    std::map<std::string, cached_embd> embd_cache;
+};
