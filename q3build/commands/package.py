@@ -6,7 +6,8 @@ Writes q3build-<version>-llama-<pin>-<triple>-<variant>.tar.gz (default into .q3
 bin/, lib/systemd/system/, share/licenses/, manifest.json (pin, patches with sha256, overlay,
 recipe, CMake options, toolchain, emulator, validation results), SHA256SUMS and sbom.cdx.json
 (CycloneDX 1.5). Entries are sorted, owned by root, and dated SOURCE_DATE_EPOCH (default: the
-pin's commit date): packaging the same build twice gives the same bytes. The results of
+pin's commit date): packaging the same build twice gives the same bytes. --wheel also builds
+q3tts_llama_server_<target>-….whl with scikit-build-core: `pip install` puts llama-server on PATH. The results of
 `q3build validate` for the same build are included when present.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import package, ui
+from ..series import sha256_file
 from ._common import add_target, print_json, resolve
 
 NAME = "package"
@@ -25,6 +27,8 @@ def add_arguments(p) -> None:
     add_target(p)
     p.add_argument("--out", metavar="DIR", type=Path, help="output directory (default: .q3build/dist)")
     p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
+    p.add_argument("--wheel", action="store_true",
+                   help="also build a wheel with scikit-build-core (pip install puts llama-server on PATH)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 
@@ -33,10 +37,16 @@ def run(args, ctx) -> int:
     out = args.out or ctx.project.work / "dist"
     with ui.step(f"Packaging {plan.target_name}"):
         result = package.build(ctx.project, plan, series, ctx.env, out)
+    if args.wheel:
+        from .. import wheel
+        w = wheel.build(ctx.project, plan, ctx.env, out, result["source_date_epoch"])
+        result["wheel"] = {"path": str(w), "sha256": sha256_file(w)}
     if args.json:
         print_json(result)
     else:
         ui.info(f"{result['archive']}\nsha256 {result['sha256']}  ({result['size'] / 1e6:.1f} MB, "
                 f"{result['files']} files, SOURCE_DATE_EPOCH {result['source_date_epoch']}"
                 + (", validated" if result["validated"] else ", not validated") + ")")
+        if "wheel" in result:
+            ui.info(f"{result['wheel']['path']}\nsha256 {result['wheel']['sha256']}")
     return 0
