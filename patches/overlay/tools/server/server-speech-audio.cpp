@@ -395,31 +395,43 @@ void lowpass_filter::process(float * data, size_t n) {
     }
 }
 
-// Start of the segment in [nominal - tol, nominal + tol] that best continues the segment at target,
-// by normalized cross-correlation over len samples. Ties go to the candidate closest to nominal, so
-// silence does not drift.
-static size_t best_match(const std::vector<float> & x, size_t target, size_t nominal, size_t tol, size_t len) {
-    const size_t first = nominal - tol;
+// how well the len samples at c continue those at target: cross-correlation normalized by the
+// candidate's energy, over every step-th sample
+static double match_score(const std::vector<float> & x, size_t target, size_t c, size_t len, size_t step) {
+    double dot    = 0.0;
     double energy = 0.0;
-    for (size_t i = 0; i < len; ++i) {
-        energy += (double) x[first + i] * x[first + i];
+    for (size_t i = 0; i < len; i += step) {
+        dot    += (double) x[target + i] * x[c + i];
+        energy += (double) x[c + i] * x[c + i];
     }
+    return energy > 1e-12 ? dot / std::sqrt(energy) : 0.0;
+}
+
+// Start of the segment in [nominal - tol, nominal + tol] that best continues the segment at target.
+// A full search costs tol * len per frame, so it runs on every step-th offset and sample first (the
+// voice's fundamental and first formants are well below the decimated Nyquist), then refines
+// around the winner at full resolution. Ties go to the candidate closest to nominal, so silence does
+// not drift.
+static size_t best_match(const std::vector<float> & x, size_t target, size_t nominal, size_t tol, size_t len,
+                         size_t step) {
     const auto dist       = [&](size_t p) { return p > nominal ? p - nominal : nominal - p; };
     size_t     best       = nominal;
     double     best_score = -std::numeric_limits<double>::infinity();
-    for (size_t c = first; c <= nominal + tol; ++c) {
-        double dot = 0.0;
-        for (size_t i = 0; i < len; ++i) {
-            dot += (double) x[target + i] * x[c + i];
-        }
-        const double score = energy > 1e-12 ? dot / std::sqrt(energy) : 0.0;
+    const auto consider   = [&](size_t c, size_t sample_step) {
+        const double score = match_score(x, target, c, len, sample_step);
         if (score > best_score || (score == best_score && dist(c) < dist(best))) {
             best       = c;
             best_score = score;
         }
-        // slide the candidate's energy one sample on
-        energy += (double) x[c + len] * x[c + len] - (double) x[c] * x[c];
-        energy  = std::max(energy, 0.0);
+    };
+    for (size_t c = nominal - tol; c <= nominal + tol; c += step) {
+        consider(c, step);
+    }
+    const size_t lo = std::max(nominal - tol, best - std::min(best, step - 1));
+    const size_t hi = std::min(nominal + tol, best + step - 1);
+    best_score      = -std::numeric_limits<double>::infinity();
+    for (size_t c = lo; c <= hi; ++c) {
+        consider(c, 1);
     }
     return best;
 }
@@ -438,6 +450,7 @@ std::vector<float> time_stretch(const std::vector<float> & pcm, int sample_rate,
     // the search spans +-8 ms, more than half a pitch period of low voices (~80 Hz), so a matching
     // phase is always within reach
     const size_t tol      = (size_t) std::max(8, sample_rate / 125);
+    const size_t step     = (size_t) std::max(1, sample_rate / 6000); // coarse search on ~6 kHz
     const double ana_hop  = hop * (double) speed;
     const size_t n_frames = (out_len - 1) / hop + 2;
 
@@ -460,7 +473,7 @@ std::vector<float> time_stretch(const std::vector<float> & pcm, int sample_rate,
     for (size_t k = 0; k < n_frames; ++k) {
         const size_t nominal = lead - hop + (size_t) std::llround(k * ana_hop);
         // WSOLA: pick the segment near the nominal position that best continues what was copied last
-        const size_t pos = k == 0 ? nominal : best_match(x, prev + hop, nominal, tol, frame);
+        const size_t pos = k == 0 ? nominal : best_match(x, prev + hop, nominal, tol, frame, step);
         for (size_t i = 0; i < frame; ++i) {
             out[k * hop + i] += window[i] * x[pos + i];
         }
