@@ -390,7 +390,9 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
     }
 
     const int room = (int) llama_n_ctx(slot.lctx) - slot.gen->timings().n_prompt_tokens - 1;
-    max_frames = p.max_frames > 0 ? p.max_frames : engine.segment_frame_cap(speech_audio::utf8_length(text));
+    // a request may ask for fewer frames than the server allows, never more
+    const int cap = engine.segment_frame_cap(speech_audio::utf8_length(text));
+    max_frames = p.max_frames > 0 && (cp.tts_max_frames == 0 || p.max_frames < cap) ? p.max_frames : cap;
     max_frames = std::max(1, std::min(max_frames, room));
 
     sampled = common_sampler_sample(smpl, slot.lctx, -1);

@@ -1,0 +1,362 @@
+"""The speech service of the built llama-server, end to end: tiny converted Qwen3-TTS checkpoints
+(CustomVoice with built-in speakers; Base with a cloned voice), the official `openai` client
+unchanged, raw HTTP for the malformed requests, concurrency, cancellation and memory over 100
+requests. The server binds 127.0.0.1 and is always stopped."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import openai
+import pytest
+import requests
+import soundfile as sf
+
+from q3build import cli
+from q3build.validate import Server, free_port
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 12  # per segment, sent with every request: random weights rarely emit end-of-speech
+
+
+def q3(*args):
+    return cli.main(["--project", str(REPO), *args])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speech")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    try:
+        assert q3("make", "--target", "host") == 0
+        for variant in ("custom_voice", "base"):
+            assert q3("model", "tiny", "--variant", variant, "--out", str(root / f"hf-{variant}")) == 0
+            assert q3("model", "convert", str(root / f"hf-{variant}"), "--out", str(root / variant)) == 0
+    finally:
+        mp.undo()
+    return root
+
+
+def start(built, name, model, *extra):
+    port = free_port()
+    argv = [str(built / "work" / "stage" / "host" / "bin" / "llama-server"), "-m", str(built / model / "talker.gguf"),
+            "--mmproj", str(built / model / "mmproj.gguf"), "--host", "127.0.0.1", "--port", str(port),
+            "-t", "2", *extra]
+    server = Server(argv, os.environ, built / f"{name}.log", port)
+    server.__enter__()
+    why = server.wait_healthy(60)
+    if why:
+        server.__exit__(None, None, None)
+        raise RuntimeError(why)
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    s = start(built, "custom_voice", "custom_voice", "--tts-slots", "2", "--tts-queue", "16")
+    try:
+        yield s
+    finally:
+        s.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def speech(client, **kw):
+    args = {"model": "qwen3-tts", "voice": "vivian", "input": "Hello there. How are you today?"}
+    args.update(kw)
+    extra = args.pop("extra_body", {})
+    extra.setdefault("seed", 7)
+    extra.setdefault("max_frames", FRAMES)
+    return client.audio.speech.with_raw_response.create(**args, extra_body=extra)
+
+
+def wav_samples(data: bytes):
+    pcm, rate = sf.read(io.BytesIO(data), dtype="int16")
+    return pcm, rate
+
+
+# --- the openai client, every format -------------------------------------------------------------
+
+def test_wav_is_24khz_mono_riff(client):
+    raw = speech(client, response_format="wav")
+    data = raw.content
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    info = sf.info(io.BytesIO(data))
+    assert (info.samplerate, info.channels, info.subtype) == (24000, 1, "PCM_16")
+    assert raw.headers["content-type"] == "audio/wav"
+    assert "libmtmd" in raw.headers["x-speech-backend"]
+    frames = int(raw.headers["x-speech-frames"])
+    assert 1 <= frames <= FRAMES
+    audio_s, wall_s = float(raw.headers["x-audio-seconds"]), float(raw.headers["x-wall-seconds"])
+    assert audio_s == pytest.approx(info.frames / 24000, abs=1e-3)
+    assert float(raw.headers["x-real-time-factor"]) == pytest.approx(wall_s / audio_s, rel=0.02)
+    pcm, _ = wav_samples(data)
+    assert np.abs(pcm).max() > 1000  # peak-normalised speech, not silence
+
+
+def test_flac_decodes_to_the_same_samples_as_wav(client):
+    wav, _ = wav_samples(speech(client, response_format="wav").content)
+    flac = speech(client, response_format="flac")
+    assert flac.headers["content-type"] == "audio/flac"
+    pcm, rate = sf.read(io.BytesIO(flac.content), dtype="int16")
+    assert rate == 24000
+    np.testing.assert_array_equal(pcm, wav)  # lossless, same seed
+
+
+def test_pcm_is_raw_s16le_of_the_same_length(client):
+    wav, _ = wav_samples(speech(client, response_format="wav").content)
+    pcm = speech(client, response_format="pcm").content
+    assert len(pcm) == wav.size * 2
+    np.testing.assert_array_equal(np.frombuffer(pcm, "<i2"), wav)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(client):
+    a = speech(client, extra_body={"seed": 11}).content
+    b = speech(client, extra_body={"seed": 11}).content
+    c = speech(client, extra_body={"seed": 12}).content
+    assert a == b
+    assert a != c
+
+
+def test_speed_stretches_time_not_pitch(client):
+    normal, _ = wav_samples(speech(client, speed=1.0).content)
+    fast = speech(client, speed=2.0)
+    quick, _ = wav_samples(fast.content)
+    assert "speed" in fast.headers["x-speech-postprocess"]
+    assert quick.size == pytest.approx(normal.size / 2, rel=0.05)
+
+
+def test_audio_stream_arrives_in_chunks(client):
+    chunks = []
+    with client.audio.speech.with_streaming_response.create(
+            model="qwen3-tts", voice="vivian", input="Streaming, frame by frame.", response_format="pcm",
+            stream_format="audio", extra_body={"seed": 7, "max_frames": FRAMES}) as resp:
+        assert resp.headers["content-type"] == "audio/pcm"
+        for chunk in resp.iter_bytes():
+            chunks.append(chunk)
+    body = b"".join(chunks)
+    assert len(chunks) >= 2, "the whole body came at once"
+    assert len(body) % 2 == 0 and len(body) > 2 * 1920  # more than one 80 ms frame of s16 audio
+
+
+def test_wav_stream_has_a_header_and_decodes(client):
+    with client.audio.speech.with_streaming_response.create(
+            model="qwen3-tts", voice="vivian", input="A streamed wave file.", response_format="wav",
+            stream_format="audio", extra_body={"seed": 7, "max_frames": FRAMES}) as resp:
+        body = resp.read()
+    assert body[:4] == b"RIFF"
+    pcm, rate = sf.read(io.BytesIO(body), dtype="int16")  # open-ended sizes: libsndfile reads to the end
+    assert rate == 24000 and pcm.size == (len(body) - 44) // 2
+
+
+def test_sse_events_parse(client):
+    events = []
+    with client.audio.speech.with_streaming_response.create(
+            model="qwen3-tts", voice="vivian", input="Server-sent events.", response_format="pcm",
+            stream_format="sse", extra_body={"seed": 7, "max_frames": FRAMES}) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: "):]))
+    deltas = [e for e in events if e["type"] == "speech.audio.delta"]
+    assert len(deltas) >= 2
+    assert events[-1]["type"] == "speech.audio.done"
+    assert [e["type"] for e in events[:-1]] == ["speech.audio.delta"] * (len(events) - 1)
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in deltas)
+    done = events[-1]
+    assert done["usage"]["output_tokens"] >= 1
+    assert done["audio_seconds"] == pytest.approx(len(pcm) / 2 / 24000, abs=1e-3)
+
+
+def test_voices_lists_the_builtin_speakers(server):
+    body = requests.get(f"{server.base}/v1/audio/voices", timeout=10).json()
+    ids = {v["id"]: v for v in body["voices"]}
+    assert "vivian" in ids and ids["vivian"]["type"] == "builtin" and ids["vivian"]["name"] == "vivian"
+    assert body["cloning"] is False  # a CustomVoice mmproj has no speaker encoder
+    assert "english" in body["languages"]
+
+
+def test_voice_object_and_iso_language(client):
+    raw = speech(client, voice={"id": "ryan"}, extra_body={"language": "en-US", "seed": 7})
+    assert raw.http_response.status_code == 200
+
+
+def test_long_mixed_text_is_segmented_not_truncated(client, server):
+    text = ("今天我们发布了一个新的语音合成模型，它可以在普通的电脑上运行。It speaks English as well as Chinese, "
+            "and switches between them in one paragraph. 我们用 llama.cpp 在 CPU 上运行它，速度很快；"
+            "the server splits long input at sentence ends and joins the pieces with a short pause. "
+            "最后，我们把结果保存为一个音频文件，然后播放出来。")
+    raw = speech(client, input=text)
+    segments = int(raw.headers["x-speech-segments"])
+    assert segments >= 2
+    pcm, _ = wav_samples(raw.content)
+    # every segment was spoken: at least one frame each plus the pauses between them
+    assert pcm.size >= segments * 1920 + (segments - 1) * 3600
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def _post(server, body, content_type="application/json"):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(f"{server.base}/v1/audio/speech", data=data, headers={"Content-Type": content_type},
+                         timeout=60)
+
+
+GOOD = {"model": "qwen3-tts", "input": "Hello.", "voice": "vivian", "max_frames": 4}
+
+BAD = [
+    # (id, body, content type, status, error code, param)
+    ("invalid-json", b"{not json", "application/json", 400, "invalid_json", None),
+    ("array-body", [1, 2], "application/json", 400, "invalid_request_body", None),
+    ("text-plain", json.dumps(GOOD), "text/plain", 415, "unsupported_media_type", None),
+    ("form-urlencoded", "input=hi", "application/x-www-form-urlencoded", 415, "unsupported_media_type", None),
+    ("missing-input", {**GOOD, "input": None}, None, 400, "missing_required_parameter", "input"),
+    ("input-number", {**GOOD, "input": 42}, None, 400, "invalid_type", "input"),
+    ("empty-input", {**GOOD, "input": ""}, None, 400, "empty_input", "input"),
+    ("blank-input", {**GOOD, "input": " \n\t "}, None, 400, "empty_input", "input"),
+    ("input-too-long", {**GOOD, "input": "a" * 4097}, None, 400, "string_above_max_length", "input"),
+    ("unknown-voice", {**GOOD, "voice": "alloy"}, None, 400, "voice_not_found", "voice"),
+    ("voice-traversal", {**GOOD, "voice": "../../etc/passwd"}, None, 400, "voice_not_found", "voice"),
+    ("voice-absolute", {**GOOD, "voice": "/etc/passwd"}, None, 400, "voice_not_found", "voice"),
+    ("voice-number", {**GOOD, "voice": 3}, None, 400, "invalid_type", "voice"),
+    ("voice-object-no-id", {**GOOD, "voice": {"name": "vivian"}}, None, 400, "invalid_type", "voice"),
+    ("format-mp3", {**GOOD, "response_format": "mp3"}, None, 400, "unsupported_response_format", "response_format"),
+    ("format-opus", {**GOOD, "response_format": "opus"}, None, 400, "unsupported_response_format", "response_format"),
+    ("format-aac", {**GOOD, "response_format": "aac"}, None, 400, "unsupported_response_format", "response_format"),
+    ("format-unknown", {**GOOD, "response_format": "ogg"}, None, 400, "unsupported_response_format", "response_format"),
+    ("speed-too-slow", {**GOOD, "speed": 0.1}, None, 400, "out_of_range", "speed"),
+    ("speed-too-fast", {**GOOD, "speed": 4.5}, None, 400, "out_of_range", "speed"),
+    ("speed-string", {**GOOD, "speed": "fast"}, None, 400, "invalid_type", "speed"),
+    ("language-unknown", {**GOOD, "language": "klingon"}, None, 400, "unsupported_language", "language"),
+    ("language-number", {**GOOD, "language": 7}, None, 400, "invalid_type", "language"),
+    ("stream-format", {**GOOD, "stream_format": "video"}, None, 400, "invalid_value", "stream_format"),
+    ("seed-negative", {**GOOD, "seed": -1}, None, 400, "out_of_range", "seed"),
+    ("seed-float", {**GOOD, "seed": 1.5}, None, 400, "invalid_type", "seed"),
+    ("temperature", {**GOOD, "temperature": -0.5}, None, 400, "out_of_range", "temperature"),
+    ("top-p-zero", {**GOOD, "top_p": 0}, None, 400, "out_of_range", "top_p"),
+    ("max-frames-zero", {**GOOD, "max_frames": 0}, None, 400, "out_of_range", "max_frames"),
+    ("model-number", {**GOOD, "model": 5}, None, 400, "invalid_type", "model"),
+    ("instructions-number", {**GOOD, "instructions": ["x"]}, None, 400, "invalid_type", "instructions"),
+]
+
+
+def test_bad_input_table_then_a_good_request(server):
+    assert len(BAD) >= 20
+    got = []
+    for case_id, body, ctype, status, code, param in BAD:
+        r = _post(server, body, ctype or "application/json")
+        err = r.json().get("error", {})
+        got.append((case_id, r.status_code, err.get("code"), err.get("param")))
+        assert set(err) == {"message", "type", "param", "code"}, case_id
+        assert err["message"], case_id
+    assert got == [(c[0], c[3], c[4], c[5]) for c in BAD]
+    r = _post(server, GOOD)
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
+
+
+def test_invalid_utf8_is_a_400_not_a_crash(server):
+    r = _post(server, b'{"input": "\xff\xfe bad", "voice": "vivian"}')
+    assert r.status_code == 400
+    assert requests.get(f"{server.base}/health", timeout=5).status_code == 200
+
+
+# --- concurrency, cancellation, memory ------------------------------------------------------------
+
+def test_eight_concurrent_requests_all_succeed(client):
+    def one(i):
+        raw = speech(client, input=f"Request number {i}.", extra_body={"seed": i})
+        return raw.http_response.status_code, raw.content
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert [s for s, _ in results] == [200] * 8
+    for _, data in results:
+        info = sf.info(io.BytesIO(data))
+        assert (info.samplerate, info.channels) == (24000, 1) and info.frames > 0
+
+
+def test_a_client_that_goes_away_frees_its_slot(server, client):
+    # two slots: park two long streams, drop them after their first chunk, then the slots must be free
+    # long before the abandoned generations (400 frames each) could have finished
+    for _ in range(2):
+        r = requests.post(f"{server.base}/v1/audio/speech", stream=True, timeout=60,
+                          json={**GOOD, "max_frames": 400, "stream_format": "audio", "response_format": "pcm"})
+        assert r.status_code == 200
+        next(r.iter_content(chunk_size=None))
+        r.close()
+    t0 = time.monotonic()
+    ok = speech(client, extra_body={"seed": 3, "max_frames": 4})
+    waited = time.monotonic() - t0
+    assert ok.http_response.status_code == 200
+    # 400 frames run ~25 s here; a freed slot answers in about a second
+    assert waited < 15, f"the dropped streams kept their slots for {waited:.1f} s"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_hundred_sequential_requests_memory_growth(server, client, built):
+    for i in range(5):  # warm-up: buffers, caches and allocator arenas reach their working size
+        speech(client, extra_body={"seed": i, "max_frames": 4})
+    before = _rss_kib(server.proc.pid)
+    for i in range(100):
+        raw = speech(client, input=f"Sentence {i}. Another one!", extra_body={"seed": i, "max_frames": 4})
+        assert raw.http_response.status_code == 200
+    after = _rss_kib(server.proc.pid)
+    report = {"requests": 100, "rss_before_kib": before, "rss_after_kib": after, "growth_kib": after - before}
+    (built / "rss-100-requests.json").write_text(json.dumps(report))
+    print(f"\nRSS over 100 sequential speech requests: {before} KiB -> {after} KiB ({after - before:+d} KiB)")
+    assert after - before < 32 * 1024, report
+
+
+# --- cloning (Base model) ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def base_server(built):
+    voices = built / "voices"
+    voices.mkdir(exist_ok=True)
+    t = np.arange(48000) / 24000
+    sf.write(voices / "alice.wav", (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)))
+             .astype(np.float32), 24000)
+    (voices / "notes.txt").write_text("not a voice")
+    s = start(built, "base", "base", "--tts-voices-dir", str(voices))
+    try:
+        yield s
+    finally:
+        s.__exit__(None, None, None)
+
+
+def test_cloned_voice_is_listed_used_and_encoded_once(base_server, built):
+    body = requests.get(f"{base_server.base}/v1/audio/voices", timeout=10).json()
+    assert body["cloning"] is True
+    assert [(v["id"], v["type"]) for v in body["voices"]] == [("alice", "cloned")]
+    client = openai.OpenAI(base_url=f"{base_server.base}/v1", api_key="unused", max_retries=0, timeout=120)
+    extra = {"seed": 5, "max_frames": FRAMES}
+    a = client.audio.speech.create(model="qwen3-tts", voice="alice", input="Cloned.", extra_body=extra)
+    b = client.audio.speech.create(model="qwen3-tts", voice="alice", input="Cloned.", extra_body=extra)
+    plain = client.audio.speech.create(model="qwen3-tts", voice="default", input="Cloned.", extra_body=extra)
+    assert a.content == b.content and a.content[:4] == b"RIFF"
+    assert plain.content != a.content  # the speaker embedding changes the voice
+    log = (built / "base.log").read_text()
+    assert log.count("encoded voice 'alice'") == 1
+    r = requests.post(f"{base_server.base}/v1/audio/speech", timeout=30,
+                      json={"input": "x", "voice": "../voices/alice"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "voice"
