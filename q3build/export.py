@@ -93,9 +93,12 @@ def _export_overlay(src: Path, stamp: Stamp, loaded: LoadedSeries, env, result: 
         if rel not in added:
             result.moved_to_overlay.append(rel)
     paths = sorted(set(added) | set(later))
+    _refuse_clobbering(src, stamp, loaded, paths, env)
     for rel in paths:
         dst = loaded.overlay_dir / rel
         here = src / rel
+        if here.is_file() and rel in added and here.read_bytes() == _synced(src, stamp, rel, env):
+            continue  # not edited in the tree: patches/overlay is the newer copy, leave it alone
         if here.is_file():
             if not dst.is_file() or dst.read_bytes() != here.read_bytes():
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +109,45 @@ def _export_overlay(src: Path, stamp: Stamp, loaded: LoadedSeries, env, result: 
             dst.unlink()
             result.overlay_removed.append(rel)
     return paths
+
+
+def _synced(src: Path, stamp: Stamp, rel: str, env) -> bytes | None:
+    """The bytes of an overlay file as the last sync wrote it (None if it had no such file)."""
+    try:
+        blob = gitutil.repo(src).commit(stamp.overlay_commit).tree / rel
+    except KeyError:
+        return None
+    return blob.data_stream.read()
+
+
+def _tree_versions(src: Path, stamp: Stamp, rel: str) -> list[bytes]:
+    """Every version of an overlay file committed in the tree since the sync: what an earlier export
+    may have written to patches/overlay."""
+    repo = gitutil.repo(src)
+    out = []
+    for commit in repo.iter_commits(f"{stamp.overlay_commit}..HEAD", paths=rel):
+        try:
+            out.append((commit.tree / rel).data_stream.read())
+        except KeyError:
+            pass
+    return out
+
+
+def _refuse_clobbering(src: Path, stamp: Stamp, loaded: LoadedSeries, paths: list[str], env) -> None:
+    """An overlay file edited both in the tree and in patches/overlay since the sync would lose one
+    of the two edits: stop and name it instead."""
+    both = []
+    for rel in paths:
+        here, dst = src / rel, loaded.overlay_dir / rel
+        synced = _synced(src, stamp, rel, env)
+        if synced is None or not here.is_file() or not dst.is_file():
+            continue
+        tree, ours = here.read_bytes(), dst.read_bytes()
+        if tree != synced and ours != synced and tree != ours and ours not in _tree_versions(src, stamp, rel):
+            both.append(rel)
+    if both:
+        raise WorkspaceError(f"overlay file(s) changed both in the tree and in patches/overlay since the last sync: "
+                             f"{', '.join(both)}; merge them by hand (copy one way), then export again")
 
 
 def _export_patches(src: Path, stamp: Stamp, loaded: LoadedSeries, project: Project, overlay_paths: list[str],

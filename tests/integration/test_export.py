@@ -84,6 +84,35 @@ def test_overlay_edits_go_back_to_the_overlay(proj):
     assert not list((proj.root / "patches").glob("*.patch"))
 
 
+def test_overlay_edited_since_sync_is_not_clobbered(proj, capsys):
+    """Someone edits patches/overlay after the sync while the tree gets other commits: export keeps
+    their copy of files the tree did not touch, and refuses (naming the file) when both changed."""
+    ov = proj.root / "patches" / "overlay" / "tools" / "speech"
+    ov.mkdir(parents=True)
+    (ov / "speech.c").write_text("int speech;\n")
+    (ov / "audio.c").write_text("int audio;\n")
+    assert proj.q3("sync") == 0
+    (ov / "audio.c").write_text("int audio = 2;\n")            # edited in patches/overlay only
+    (proj.src / "tools" / "speech" / "speech.c").write_text("int speech = 1;\n")
+    git("commit", "-q", "-am", "speech: one", cwd=proj.src)
+    assert proj.q3("patches", "export") == 0
+    assert (ov / "audio.c").read_text() == "int audio = 2;\n"
+    assert (ov / "speech.c").read_text() == "int speech = 1;\n"
+    # the tree edits it again: patches/overlay holds what the last export wrote, no conflict
+    (proj.src / "tools" / "speech" / "speech.c").write_text("int speech = 2;\n")
+    git("commit", "-q", "-am", "speech: two", cwd=proj.src)
+    assert proj.q3("patches", "export") == 0
+    assert (ov / "speech.c").read_text() == "int speech = 2;\n"
+    # now both sides edit speech.c
+    (ov / "speech.c").write_text("int speech = 3;\n")
+    (proj.src / "tools" / "speech" / "speech.c").write_text("int speech = 4;\n")
+    git("commit", "-q", "-am", "speech: four", cwd=proj.src)
+    capsys.readouterr()
+    assert proj.q3("patches", "export") == 4
+    assert "tools/speech/speech.c" in capsys.readouterr().err
+    assert (ov / "speech.c").read_text() == "int speech = 3;\n"
+
+
 def test_export_refuses_uncommitted_changes(proj, capsys):
     assert proj.q3("sync") == 0
     shout(proj.src)
