@@ -1,7 +1,7 @@
 """q3build command line. ``main`` is the only place that exits.
 
 Exit codes: 0 ok; 2 bad recipe/pin/series/template; 3 fetch; 4 patch/workspace; 5 tool or
-build; 1 unexpected (with traceback); 130 interrupted.
+build; 6 a check failed (validate, verify); 1 unexpected (with traceback); 130 interrupted.
 """
 
 from __future__ import annotations
