@@ -435,7 +435,18 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
              "faster than real time), model loading excluded. The reference is the official `qwen-tts` "
              "(torch CPU, f32) on the same checkpoint in the same run; ratio = our RTF / reference RTF "
              "(< 1: we are faster). TTFA: request to first audio bytes through `llama-server`'s streaming "
-             "`POST /v1/audio/speech`.", ""]
+             "`POST /v1/audio/speech`.", "",
+             "Reproduce (keep the checkpoints outside the repository; 1.7B in f32 is ~7.7 GB):", "",
+             "```sh",
+             "q3build model tiny --variant custom_voice --shape 0.6b --out CKPT-0.6B",
+             "q3build bench --target host --model CKPT-0.6B --quant f32,f16,q8_0,q4_0 --threads 1,all --frames 48 "
+             "--out docs/bench/0.6b.json",
+             "q3build bench --markdown docs/bench/*.json --out docs/performance.md",
+             "```", "",
+             "Per frame the talker reads its weights once (its token table is a row lookup) and the code "
+             "predictor its layers 15 times (one pass per acoustic codebook); `weights MB/frame` counts those "
+             "bytes from the GGUF headers, and `weight GB/s` is that times frames/s. The read bandwidth is a "
+             "numpy sum over a 1 GiB array split across the threads, measured in the same run.", ""]
     for run in runs:
         m = run.get("machine", {})
         lines += [f"## {run['shape']} shape, {run['frames']} frames", "",
@@ -594,7 +605,7 @@ def run_bench(project, plan: Plan, env: Mapping[str, str], *, target: str, log=p
     config = convert.check_checkpoint(plan.checkpoint)
     doc: dict = {"schema": SCHEMA, "checkpoint": str(plan.checkpoint), "shape": shape_name(config),
                  "variant": config.get("tts_model_type"), "frames": plan.job.frames, "text": plan.job.text,
-                 "speaker": plan.job.speaker, "target": target, "machine": machine_info(),
+                 "speaker": plan.job.speaker, "layout": "nonstreaming", "target": target, "machine": machine_info(),
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     ver = run_measured([plan.llama_tts, "--version"], env, timeout=60)
     doc["build"] = next((ln.strip() for ln in ver.output.splitlines() if ln.startswith("version:")), "?")
