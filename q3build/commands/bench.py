@@ -42,6 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="array size of the read-bandwidth test")
     p.add_argument("--json", action="store_true", help="print the result document on stdout")
     p.add_argument("--out", metavar="FILE", help="write the result (JSON, or Markdown with --markdown) to FILE")
+    p.add_argument("--note", action="append", default=[], metavar="TEXT",
+                   help="an observation to keep with the result (rendered under its table); repeatable")
     p.add_argument("--markdown", nargs="+", metavar="RUN_JSON", help="render bench JSON files as Markdown")
 
 
@@ -118,6 +120,7 @@ def run(args, ctx) -> int:
                       quants=parse_quants(args.quant), threads=parse_threads(args.threads, os.cpu_count() or 1),
                       reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib)
     doc = bench.run_bench(ctx.project, plan, ctx.env, target=args.target, log=lambda m: ui.info(f"▶ {m}"))
+    doc["notes"] = list(args.note) + doc["notes"]
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     if args.json:
