@@ -150,6 +150,12 @@ class _Reader:
 
 def gguf_tensor_bytes(path: Path) -> dict[str, int]:
     """Bytes of every tensor in a GGUF file (from the header: the distance between data offsets)."""
+    return read_gguf_header(path)[1]
+
+
+def read_gguf_header(path: Path) -> tuple[dict, dict[str, int]]:
+    """(scalar and string metadata, bytes of every tensor) of a GGUF file."""
+    meta: dict = {}
     with open(path, "rb") as f:
         r = _Reader(f)
         if f.read(4) != b"GGUF":
@@ -163,6 +169,8 @@ def gguf_tensor_bytes(path: Path) -> dict[str, int]:
             key = r.string()
             (vtype,) = r.unpack("I")
             v = r.value(vtype)
+            if v is not None:
+                meta[key] = v
             if key == "general.alignment" and isinstance(v, int):
                 alignment = v
         infos = []
@@ -179,7 +187,21 @@ def gguf_tensor_bytes(path: Path) -> dict[str, int]:
     for i, (offset, name) in enumerate(infos):
         end = infos[i + 1][0] if i + 1 < len(infos) else size
         out[name] = end - offset
-    return out
+    return meta, out
+
+
+def kv_cache_bytes(meta: Mapping, *, n_ctx: int | None = None, bytes_per_value: int = 2) -> int | None:
+    """The talker's KV cache (K and V, f16 by default) at n_ctx tokens, default the model's context
+    length (what llama-tts and llama-server allocate with -c 0)."""
+    arch = meta.get("general.architecture")
+    get = (lambda k: meta.get(f"{arch}.{k}")) if arch else (lambda k: None)
+    layers, kv_heads = get("block_count"), get("attention.head_count_kv")
+    k_len = get("attention.key_length") or (get("embedding_length") or 0) // max(get("attention.head_count") or 1, 1)
+    v_len = get("attention.value_length") or k_len
+    ctx = n_ctx or get("context_length")
+    if not (layers and kv_heads and k_len and ctx):
+        return None
+    return int(ctx * layers * kv_heads * (k_len + v_len) * bytes_per_value)
 
 
 def weight_bytes_per_frame(talker: Mapping[str, int], mmproj: Mapping[str, int], *, predictor_passes: int = 15) -> dict:
@@ -527,6 +549,13 @@ def analysis(run: Mapping, tiny_runs: Sequence[Mapping] = ()) -> list[str]:
                 parts.append("fixed per-step cost (the same stage at tiny shape): " + ", ".join(shares))
         if parts:
             out.append(f"{label}: " + "; ".join(parts) + ".")
+    c = next((c for c in run["configs"] if c["weights"].get("kv_cache_bytes")), None)
+    if c:
+        w = c["weights"]
+        rss = max(x["ours"]["peak_rss_mb"] for x in run["configs"])
+        out.append(f"Peak RSS (up to {rss:.0f} MB) includes the talker's f16 KV cache for its full "
+                   f"{w.get('context_length')}-token context, {w['kv_cache_bytes'] / 1e6:.0f} MB, which llama-tts "
+                   "allocates by default (-c 0); a speech request needs a few hundred tokens.")
     return out
 
 
@@ -616,8 +645,11 @@ def run_bench(project, plan: Plan, env: Mapping[str, str], *, target: str, log=p
     for q in plan.quants:
         log(f"model {q}")
         models[q] = ensure_converted(project, plan.checkpoint, plan.gguf_root / q, q, env, target)
-        weights[q] = weight_bytes_per_frame(gguf_tensor_bytes(models[q] / convert.TALKER),
-                                            gguf_tensor_bytes(models[q] / convert.MMPROJ))
+        meta, talker_tensors = read_gguf_header(models[q] / convert.TALKER)
+        weights[q] = weight_bytes_per_frame(talker_tensors, gguf_tensor_bytes(models[q] / convert.MMPROJ))
+        weights[q]["kv_cache_bytes"] = kv_cache_bytes(meta)
+        weights[q]["context_length"] = meta.get(f"{meta.get('general.architecture')}.context_length")
+        weights[q]["file_bytes"] = sum((models[q] / n).stat().st_size for n in (convert.TALKER, convert.MMPROJ))
     doc["configs"] = []
     doc["reference"] = {}
     notes = []

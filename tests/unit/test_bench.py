@@ -256,3 +256,25 @@ def test_analysis_names_dominant_stage_bandwidth_and_fixed_cost():
     assert bench.analysis(tiny, [tiny]) == []           # no observations about the tiny run itself
     md = bench.render_markdown([doc, tiny])
     assert n in md
+
+
+def test_kv_cache_bytes_from_metadata():
+    meta = {"general.architecture": "qwen3tts", "qwen3tts.block_count": 28, "qwen3tts.context_length": 32768,
+            "qwen3tts.attention.head_count_kv": 8, "qwen3tts.attention.key_length": 128,
+            "qwen3tts.attention.value_length": 128}
+    assert bench.kv_cache_bytes(meta) == 32768 * 28 * 8 * 256 * 2
+    assert bench.kv_cache_bytes(meta, n_ctx=1000) == 1000 * 28 * 8 * 256 * 2
+    # no key_length: embedding / heads
+    meta2 = {k: v for k, v in meta.items() if "length" not in k or k.endswith("context_length")}
+    meta2.update({"qwen3tts.embedding_length": 2048, "qwen3tts.attention.head_count": 16})
+    assert bench.kv_cache_bytes(meta2) == 32768 * 28 * 8 * 256 * 2
+    assert bench.kv_cache_bytes({}) is None
+
+
+def test_gguf_header_keeps_scalar_metadata(tmp_path):
+    kv = [("general.architecture", 8, struct.pack("<Q", 8) + b"qwen3tts"),
+          ("qwen3tts.block_count", 4, struct.pack("<I", 28))]
+    f = tmp_path / "m.gguf"
+    f.write_bytes(_gguf([("a", 32)], kv=kv))
+    meta, tensors = bench.read_gguf_header(f)
+    assert meta == {"general.architecture": "qwen3tts", "qwen3tts.block_count": 28} and tensors == {"a": 32}
