@@ -70,7 +70,7 @@ def test_values_reach_the_server_verbatim(launcher):
     r = run(script, tmp, {"Q3TTS_MODEL_DIR": model_dir}, args=["--verbose", "two words"])
     assert r.returncode == 0, r.stderr
     args = (tmp / "args").read_text().splitlines()
-    assert args == ["-m", f"{model_dir}/talker.gguf", "--mmproj", f"{model_dir}/mmproj.gguf",
+    assert args == ["-m", f"{model_dir}/talker.gguf", "--mmproj", f"{model_dir}/mmproj.gguf", "-c", "512", "-np", "1",
                     "--host", "127.0.0.1", "--port", "18080", "-t", "3",
                     "--alias", "qwen3 tts; rm -rf /", "$(touch pwned2)", "--verbose", "two words"]
     assert (tmp / "env").read_text() == "a'b\"c $d `e` \\n"
