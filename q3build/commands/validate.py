@@ -9,8 +9,10 @@ emulator for cross targets, bound to 127.0.0.1 on a free port, and is stopped af
 Checks: health, voices, speech-wav (RIFF/WAVE, 24 kHz, mono, 16 bit, duration within the
 max_frames bound, RMS above silence, X-Audio-Seconds), determinism (same seed → same bytes),
 speech-pcm (the same samples as the wav), speech-flac, speech-stream (SSE deltas then done),
-bad-request (4xx with an OpenAI error). Checks that cannot run here (parity through the server,
-upstream's server test suite) are recorded as skipped with the reason. Writes
+bad-request (4xx with an OpenAI error); then, when the official qwen-tts is installed, parity of
+the staged llama-tts with it on the same checkpoint (`q3build model parity`, first divergence named).
+Checks that cannot run here (upstream's server test suite, whose models come from Hugging Face)
+are recorded as skipped with the reason. Writes
 .q3build/validate/<target>/validation.json; exit 6 when a check fails.
 """
 
@@ -37,8 +39,7 @@ UPSTREAM_TESTS_SKIPPED = (
     "upstream's tools/server/tests load their models with --hf-repo from Hugging Face (ggml-org/models, "
     "stories260K, bert-bge-small, ...), which cannot be downloaded here, and they assert on the text those "
     "exact weights generate, so a locally made random model cannot stand in")
-PARITY_SKIPPED = ("parity with the official implementation is compared stage by stage by `q3build model parity` "
-                  "(llama-tts, greedy, f32); the server's sampling path has no reference to compare with")
+PARITY_SPEAKER = "vivian"        # a built-in CustomVoice speaker that is no dialect speaker
 
 
 def add_arguments(p) -> None:
@@ -54,17 +55,21 @@ def add_arguments(p) -> None:
                    help="seconds per request and for start-up (default 120 native, 900 emulated)")
     p.add_argument("--out", metavar="FILE", type=Path, help="validation.json path "
                    "(default .q3build/validate/<target>/validation.json)")
+    p.add_argument("--no-parity", action="store_true",
+                   help="skip the stage-by-stage parity of llama-tts with the official qwen-tts (run by default "
+                        "when it is installed, for native targets and validate's own checkpoint)")
     p.add_argument("--json", action="store_true", help="print validation.json on stdout too")
 
 
-def _model(ctx, args, plan) -> Path:
+def _model(ctx, args, plan) -> tuple[Path, Path | None]:
+    """(converted model dir, its Hugging Face checkpoint when validate made it)."""
     if args.model is not None:
         d = args.model
         missing = [f for f in (TALKER, MMPROJ) if not (d / f).is_file()]
         if missing:
             raise InputError(f"--model {d}: no {' or '.join(missing)} in it",
                              hint="make one with `q3build model tiny … && q3build model convert …`")
-        return d
+        return d, None
     from ..model import convert, shapes, tiny
 
     root = ctx.project.work / "validate" / "model" / f"custom_voice-{plan.series_digest[:12]}"
@@ -74,7 +79,38 @@ def _model(ctx, args, plan) -> Path:
             tiny.write_checkpoint(root / "hf", shapes.SHAPES["tiny"], "custom_voice", seed=0,
                                   vocab_cache=ctx.project.cache / "vocab")
         convert.convert(ctx.project, root / "hf", gguf, "f32", ctx.env)
-    return gguf
+    return gguf, root / "hf"
+
+
+def _parity(ctx, args, plan, model: Path, hf: Path | None) -> validate.Check:
+    """The staged llama-tts against the official implementation on validate's own checkpoint, stage by
+    stage (`q3build model parity`), when the reference is installed."""
+    import importlib.util
+
+    if args.no_parity:
+        return validate.Check("parity", "skipped", "--no-parity")
+    if plan.target.cross:
+        return validate.Check("parity", "skipped", f"target {plan.target_name} is cross-compiled: parity runs the "
+                                                   "reference and llama-tts side by side natively only")
+    if hf is None:
+        return validate.Check("parity", "skipped", "--model given: its Hugging Face checkpoint is unknown "
+                                                   "(run `q3build model parity HF_DIR --model DIR`)")
+    if importlib.util.find_spec("qwen_tts") is None:
+        return validate.Check("parity", "skipped", "the official qwen-tts is not installed (scripts/bootstrap --test)")
+    from ..model import parity
+
+    t0 = time.monotonic()
+    with ui.step("Parity of llama-tts with the official implementation"):
+        req = parity.Request(checkpoint=hf.resolve(), model_dir=model.resolve(), variant="custom_voice",
+                             speaker=PARITY_SPEAKER, frames=args.max_frames)
+        report = parity.parity(req, plan.stage_dir / "bin" / "llama-tts", ctx.env)
+    c = validate.Check("parity", seconds=time.monotonic() - t0)
+    names = ", ".join(st.name for st in report.stages)
+    if report.first_divergence is None:
+        c.detail = f"speaker {PARITY_SPEAKER}, {args.max_frames} frames: {names} within tolerance"
+    else:
+        c.status, c.detail = "failed", f"first divergence at {report.first_divergence} (speaker {PARITY_SPEAKER})"
+    return c
 
 
 def run(args, ctx) -> int:
@@ -95,7 +131,7 @@ def run(args, ctx) -> int:
         info = package.staged_build_info(plan)
         emulated = plan.target.cross
         settings.timeout = args.timeout or (900.0 if emulated else 120.0)
-        model = _model(ctx, args, plan)
+        model, hf = _model(ctx, args, plan)
         prefix, env = [], dict(ctx.env)
         if emulated:
             emulation.require(plan, ctx.env)
@@ -122,7 +158,9 @@ def run(args, ctx) -> int:
             else:
                 with ui.step(f"Checking the speech service on {server.base}"):
                     checks = validate.run_checks(server.base, settings)
-    checks.append(validate.Check("parity", "skipped", PARITY_SKIPPED))
+        checks.append(_parity(ctx, args, plan, model, hf))
+    if args.url:
+        checks.append(validate.Check("parity", "skipped", "--url: parity needs the staged llama-tts and the checkpoint"))
     checks.append(validate.Check("upstream-server-tests", "skipped", UPSTREAM_TESTS_SKIPPED))
     failed = [c for c in checks if c.status == "failed"]
     record.update(ok=not failed, seconds=round(time.monotonic() - t0, 1), checks=[c.to_json() for c in checks])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 import pytest
 import requests
 
@@ -89,12 +90,12 @@ def test_package_is_reproducible_and_verifies(q3, work, tmp_path):
         rc, out = q3("package", "--target", "host", "--out", str(tmp_path / d), "--json")
         assert rc == 0, q3.err
         res = json.loads(out)
-        sums.append(hashlib.sha256(open(res["archive"], "rb").read()).hexdigest())
+        sums.append(hashlib.sha256(Path(res["archive"]).read_bytes()).hexdigest())
     assert sums[0] == sums[1] == res["sha256"]
     rc, out = q3("verify", res["archive"], "--json")
     assert rc == 0, q3.err
     assert [c["status"] for c in json.loads(out)["checks"]] == ["ok"] * 5
-    data = bytearray(open(res["archive"], "rb").read())
+    data = bytearray(Path(res["archive"]).read_bytes())
     data[len(data) // 3] ^= 0x40
     bad = tmp_path / "flipped.tar.gz"
     bad.write_bytes(bytes(data))
