@@ -15,7 +15,7 @@ Figures per configuration (all times exclude model loading; `process_s` includes
   stages             prompt ms, talker ms per step, code predictor ms per frame, codec decode ms per
                      frame (ours: llama-tts's `stages:` line; reference: forward hooks)
   ttfa_ms            POST /v1/audio/speech (streamed) to the first non-empty body chunk (ours only)
-  peak_rss_mb        the process's peak resident set (wait4 rusage)
+  peak_rss_mib        the process's peak resident set (wait4 rusage)
   weight_read_gbps   weight bytes read per frame × frames/s (talker layers + output once, code
                      predictor layers 15 times: one pass per acoustic codebook)
   bandwidth_share    weight_read_gbps / the STREAM-style read bandwidth at the same thread count
@@ -264,7 +264,7 @@ class Measured:
     returncode: int
     output: str
     wall_s: float
-    peak_rss_mb: float
+    peak_rss_mib: float
 
 
 def run_measured(argv: Sequence[str | os.PathLike], env: Mapping[str, str], *, timeout: float = 3600) -> Measured:
@@ -288,6 +288,17 @@ def run_measured(argv: Sequence[str | os.PathLike], env: Mapping[str, str], *, t
         out.seek(0)
         text = out.read()
     return Measured(p.returncode, text, wall, usage.ru_maxrss / 1024.0)
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """A running process's peak resident set (VmHWM in /proc/<pid>/status), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def free_port() -> int:
@@ -338,7 +349,7 @@ def run_ours(llama_tts: Path, model_dir: Path, job: Job, threads: int, env: Mapp
         raise RuntimeError("llama-tts log has no 'generated N frames' / 'timings:' line")
     frames = parsed["frames"]
     result = {**summarize(frames, parsed["timings"]["total_s"]), "frames_requested": job.frames,
-              "process_s": m.wall_s, "peak_rss_mb": m.peak_rss_mb, "timings": parsed["timings"]}
+              "process_s": m.wall_s, "peak_rss_mib": m.peak_rss_mib, "timings": parsed["timings"]}
     if "stages_raw" in parsed:
         result["stages"] = per_frame_stages(parsed["stages_raw"])
         result["stages_source"] = "llama-tts stages line"
@@ -364,15 +375,18 @@ def run_reference(checkpoint: Path, job: Job, threads: int, env: Mapping[str, st
             raise RuntimeError(f"the official reference failed (exit {m.returncode}):\n{tail}")
         r = json.loads(out.read_text())
     result = {**summarize(r["frames"], r["synth_s"]), "frames_requested": job.frames, "process_s": m.wall_s,
-              "peak_rss_mb": m.peak_rss_mb, "stages": per_frame_stages(r["stages_raw"]),
+              "peak_rss_mib": m.peak_rss_mib, "stages": per_frame_stages(r["stages_raw"]),
               "stages_source": "forward hooks in the reference process", "torch": r.get("torch")}
     return result
 
 
 def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, env: Mapping[str, str], *,
-                 voice: str | None = None, startup_timeout: float = 600, log_path: Path | None = None) -> dict:
+                 voice: str | None = None, startup_timeout: float = 600, log_path: Path | None = None,
+                 whole: bool = False) -> dict:
     """Start llama-server on 127.0.0.1 with the model, POST one streamed /v1/audio/speech request,
-    time it to the first non-empty body chunk; the server is always stopped."""
+    time it to the first non-empty body chunk; the server is always stopped. With `whole` the body is
+    read to the end (total time and audio too), otherwise the connection is closed after the first
+    chunk, which saves the rest of the synthesis."""
     import requests
 
     port = free_port()
@@ -411,10 +425,16 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
                     first = time.perf_counter() - t0
                 n_bytes += len(chunk)
                 chunks += int(bool(chunk))
+                if first is not None and not whole:
+                    break
+        if not whole:
+            return {"ttfa_ms": first * 1000 if first is not None else None, "first_chunk_bytes": n_bytes,
+                    "peak_rss_mib": vm_hwm_mb(proc.pid)}
         total = time.perf_counter() - t0
         audio_s = n_bytes / 2 / SAMPLE_RATE  # pcm: s16le mono 24 kHz
         return {"ttfa_ms": first * 1000 if first is not None else None, "total_s": total, "bytes": n_bytes,
-                "chunks": chunks, "audio_s": audio_s, "rtf": total / audio_s if audio_s else None}
+                "chunks": chunks, "audio_s": audio_s, "rtf": total / audio_s if audio_s else None,
+                "peak_rss_mib": vm_hwm_mb(proc.pid)}
     finally:
         proc.terminate()
         try:
@@ -476,7 +496,7 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
                   f"read bandwidth {_bandwidth_text(run.get('bandwidth', []))}; "
                   f"load average at start {m.get('loadavg', '?')}. Build: `{run.get('build', '?')}`.", ""]
         lines += ["| quant | threads | frames | our RTF | ref RTF | ratio | TTFA ms | prompt ms | talker ms/step "
-                  "| predictor ms/frame | decode ms/frame | dominant | peak RSS MB | weights MB/frame | "
+                  "| predictor ms/frame | decode ms/frame | dominant | peak RSS MiB | weights MB/frame | "
                   "weight GB/s | share of bandwidth |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in run["configs"]:
@@ -489,7 +509,7 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
                 f"| {_fmt(c.get('rtf_ratio'))} | {_fmt(ttfa, '.0f')} | {_fmt(st.get('prompt_ms'), '.0f')} "
                 f"| {_fmt(st.get('talker_ms_per_step'), '.1f')} | {_fmt(st.get('predictor_ms_per_frame'), '.1f')} "
                 f"| {_fmt(st.get('decode_ms_per_frame'), '.1f')} "
-                f"| {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} | {_fmt(o.get('peak_rss_mb'), '.0f')} "
+                f"| {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} | {_fmt(o.get('peak_rss_mib'), '.0f')} "
                 f"| {_fmt(c['weights']['bytes_per_frame'] / 1e6, '.0f')} | {_fmt(c.get('weight_read_gbps'), '.1f')} "
                 f"| {_fmt(c.get('bandwidth_share') * 100 if c.get('bandwidth_share') is not None else None, '.0f')}% |")
         refs = {}
@@ -500,7 +520,7 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
         if refs:
             lines += ["", "Reference per-stage split (same run):", "",
                       "| threads | RTF | prompt ms | talker ms/step | predictor ms/frame | decode ms/frame | dominant "
-                      "| peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+                      "| peak RSS MiB |", "|---|---|---|---|---|---|---|---|"]
             for t, r in sorted(refs.items()):
                 st = r.get("stages") or {}
                 dom = dominant_stage(st)
@@ -508,7 +528,7 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
                              f"| {_fmt(st.get('talker_ms_per_step'), '.1f')} "
                              f"| {_fmt(st.get('predictor_ms_per_frame'), '.1f')} "
                              f"| {_fmt(st.get('decode_ms_per_frame'), '.1f')} "
-                             f"| {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} | {_fmt(r.get('peak_rss_mb'), '.0f')} |")
+                             f"| {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} | {_fmt(r.get('peak_rss_mib'), '.0f')} |")
         notes = list(run.get("notes") or []) + analysis(run, [r for r in runs if r.get("shape") == "tiny"])
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
@@ -552,8 +572,8 @@ def analysis(run: Mapping, tiny_runs: Sequence[Mapping] = ()) -> list[str]:
     c = next((c for c in run["configs"] if c["weights"].get("kv_cache_bytes")), None)
     if c:
         w = c["weights"]
-        rss = max(x["ours"]["peak_rss_mb"] for x in run["configs"])
-        out.append(f"Peak RSS (up to {rss:.0f} MB) includes the talker's f16 KV cache for its full "
+        rss = max(x["ours"]["peak_rss_mib"] for x in run["configs"])
+        out.append(f"Peak RSS (up to {rss:.0f} MiB) includes the talker's f16 KV cache for its full "
                    f"{w.get('context_length')}-token context, {w['kv_cache_bytes'] / 1e6:.0f} MB, which llama-tts "
                    "allocates by default (-c 0); a speech request needs a few hundred tokens.")
     return out

@@ -133,7 +133,7 @@ def run(args, ctx) -> int:
             ui.info(f"{c['quant']:<5} {c['threads']} thr  RTF {o['rtf']:.2f}"
                     + (f"  reference {ref['rtf']:.2f}  ratio {c['rtf_ratio']:.2f}" if ref.get("rtf") else "")
                     + f"  {o['frames_per_s']:.2f} frames/s" + (f"  TTFA {ttfa:.0f} ms" if ttfa else "")
-                    + f"  RSS {o['peak_rss_mb']:.0f} MB")
+                    + f"  RSS {o['peak_rss_mib']:.0f} MiB")
     return 0
 
 

@@ -64,7 +64,7 @@ def test_our_figures_are_consistent(result):
     assert o["audio_s"] == pytest.approx(o["frames"] / 12.5)
     assert o["rtf"] == pytest.approx(o["synth_s"] / o["audio_s"])
     assert o["synth_s"] <= o["process_s"]          # synthesis excludes loading, the process does not
-    assert o["peak_rss_mb"] > 10
+    assert o["peak_rss_mib"] > 10
     st = o["stages"]
     assert st is not None, o["stages_source"]
     assert st["counts"]["talker_steps"] == st["counts"]["predictor_frames"] == o["frames"]

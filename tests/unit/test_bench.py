@@ -132,10 +132,10 @@ def test_combine_ratio_and_speedup():
 
 def _doc():
     raw = bench.parse_llama_tts_log(LOG)["stages_raw"]
-    ours = {**bench.summarize(48, 10.08), "peak_rss_mb": 1234.0, "stages": bench.per_frame_stages(raw)}
+    ours = {**bench.summarize(48, 10.08), "peak_rss_mib": 1234.0, "stages": bench.per_frame_stages(raw)}
     ref_raw = {"prompt_ms": 300.0, "prompt_tokens": 14, "talker_ms": 4000.0, "talker_steps": 48,
                "predictor_ms": 20000.0, "predictor_frames": 48, "decode_ms": 500.0, "decode_frames": 48}
-    ref = {**bench.summarize(48, 25.0), "peak_rss_mb": 5000.0, "stages": bench.per_frame_stages(ref_raw)}
+    ref = {**bench.summarize(48, 25.0), "peak_rss_mib": 5000.0, "stages": bench.per_frame_stages(ref_raw)}
     w = bench.weight_bytes_per_frame({"blk.0.w": 500_000_000}, {"a.gen.code.blk.0.w": 50_000_000})
     c = {"quant": "q8_0", "threads": 2, "ours": ours, "reference": ref, "weights": w, **bench.combine(ours, ref),
          **bench.bandwidth_share(w["bytes_per_frame"], ours["frames_per_s"], 20.0),
