@@ -327,8 +327,10 @@ def llama_tts_argv(llama_tts: Path, model_dir: Path, job: Job, threads: int, wav
     argv = [str(llama_tts), "-m", str(model_dir / "talker.gguf"), "--mmproj", str(model_dir / "mmproj.gguf"),
             "-p", job.text, "--tts-lang", LANG_CODES.get(job.language, job.language), "-n", str(job.frames),
             "-o", str(wav), "-t", str(threads), "--temp", "0", "--top-k", "1", "-fa", "off",
-            # as parity: no repacking (ggml's AMX q8_0 repack crashes on tiny shapes)
-            "--no-repack"]
+            # as parity: no repacking (ggml's AMX q8_0 repack crashes on tiny shapes); weights read into
+            # memory at load (excluded from the timings), as the reference does, so the first pass does
+            # not page the model in from disk
+            "--no-repack", "--no-mmap"]
     if job.speaker:
         argv += ["--tts-speaker", job.speaker]
     if job.instruct:
@@ -392,7 +394,7 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
     port = free_port()
     argv = [str(llama_server), "-m", str(model_dir / "talker.gguf"), "--mmproj", str(model_dir / "mmproj.gguf"),
             "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "--tts-max-frames", str(job.frames),
-            "-fa", "off", "--no-repack"]
+            "-fa", "off", "--no-repack", "--no-mmap"]
     base = f"http://127.0.0.1:{port}"
     log = open(log_path, "w") if log_path else tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
