@@ -110,3 +110,64 @@ def test_spacemit_k3_without_toolchain_is_one_clear_line(q3):
     assert err[0].startswith("q3build: error: target spacemit-k3 needs the vendor toolchain")
     assert "--toolchain-path DIR" in err[0]
     assert err[1].startswith("q3build: hint:") and "spacemit-k1" in err[1] and "riscv64" in err[1]
+
+
+def _speak(server_argv, env, log, body, dump):
+    """Starts a llama-server (argv may be emulated), sends one speech request, stops it; returns the
+    WAV bytes and the greedy codes the helper dumped."""
+    import numpy as np
+    import requests
+
+    from q3build.validate import Server, free_port
+
+    port = free_port()
+    env = {**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}
+    dump.mkdir(parents=True, exist_ok=True)
+    with Server([*server_argv, "--host", "127.0.0.1", "--port", str(port)], env, log, port) as s:
+        why = s.wait_healthy(300)
+        assert why is None, why
+        r = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=600)
+        assert r.status_code == 200, r.text
+    return r.content, np.fromfile(dump / "codes.i32", dtype=np.int32)
+
+
+def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
+    """The riscv64 llama-server under qemu (RVV, VLEN 256) answers a speech request with a valid
+    24 kHz WAV whose greedy codes equal the native build's; prints the wall time of the emulated run."""
+    import io
+    import os
+    import time
+
+    import numpy as np
+    import soundfile as sf
+
+    from q3build import plan as plan_mod, emulation
+    from q3build.project import Project
+
+    assert q3("make", "--target", "riscv64")[0] == 0
+    assert q3("make", "--target", "host")[0] == 0
+    assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(tmp_path / "hf"))[0] == 0
+    assert q3("model", "convert", str(tmp_path / "hf"), "--out", str(tmp_path / "model"))[0] == 0
+    model = ["-m", str(tmp_path / "model" / "talker.gguf"), "--mmproj", str(tmp_path / "model" / "mmproj.gguf"),
+             "-c", "512", "-np", "1", "-t", "2",
+             # f32 end to end, as parity runs: CPU flash attention and an f16 cache round differently per ISA
+             "-fa", "off", "-ctk", "f32", "-ctv", "f32"]
+    body = {"input": "Hello from a RISC-V board.", "voice": "vivian", "top_k": 1, "seed": 1, "max_frames": 12,
+            "response_format": "wav"}
+
+    native = [str(work / "stage" / "host" / "bin" / "llama-server"), *model]
+    x86_wav, x86_codes = _speak(native, os.environ, tmp_path / "x86.log", body, tmp_path / "dump-x86")
+
+    plan = plan_mod.resolve(Project.discover(os.environ, project=str(REPO)), "riscv64", os.environ,
+                            plan_mod.Options())
+    env, _ = emulation.environment(plan, os.environ)
+    emulated = [*emulation.argv(plan), str(work / "stage" / "riscv64" / "bin" / "llama-server"), *model]
+    t0 = time.monotonic()
+    rv_wav, rv_codes = _speak(emulated, env, tmp_path / "rv.log", body, tmp_path / "dump-rv")
+    wall = time.monotonic() - t0
+    print(f"\nqemu riscv64 speech run (start, load, 12 frames, stop): {wall:.1f} s wall")
+
+    info = sf.info(io.BytesIO(rv_wav))
+    assert (info.samplerate, info.channels, info.subtype) == (24000, 1, "PCM_16") and info.frames > 0
+    assert x86_codes.size >= 16 and x86_codes.size % 16 == 0
+    np.testing.assert_array_equal(rv_codes, x86_codes)
