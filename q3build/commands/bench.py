@@ -37,6 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--instruct", help="VoiceDesign instruction")
     p.add_argument("--reference-wav", metavar="WAV", help="Base: the voice to clone")
     p.add_argument("--gguf-dir", metavar="DIR", help="where converted models are kept (default: WORK/bench/NAME)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="runs per configuration, the fastest is kept (default 1)")
     p.add_argument("--no-reference", action="store_true", help="skip the official implementation")
     p.add_argument("--no-server", action="store_true", help="skip the llama-server TTFA measurement")
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="array size of the read-bandwidth test")
@@ -118,7 +120,7 @@ def run(args, ctx) -> int:
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     plan = bench.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,
                       quants=parse_quants(args.quant), threads=parse_threads(args.threads, os.cpu_count() or 1),
-                      reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib)
+                      reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib, repeat=args.repeat)
     doc = bench.run_bench(ctx.project, plan, ctx.env, target=args.target, log=lambda m: ui.info(f"▶ {m}"))
     doc["notes"] = list(args.note) + doc["notes"]
     if args.out:

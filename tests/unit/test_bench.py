@@ -278,3 +278,10 @@ def test_gguf_header_keeps_scalar_metadata(tmp_path):
     f.write_bytes(_gguf([("a", 32)], kv=kv))
     meta, tensors = bench.read_gguf_header(f)
     assert meta == {"general.architecture": "qwen3tts", "qwen3tts.block_count": 28} and tensors == {"a": 32}
+
+
+def test_best_of_keeps_the_fastest_and_every_time():
+    times = iter([3.0, 1.5, 2.0])
+    r = bench.best_of(3, lambda: {"synth_s": next(times), "tag": "x"})
+    assert r["synth_s"] == 1.5 and r["synth_s_runs"] == [3.0, 1.5, 2.0]
+    assert bench.best_of(0, lambda: {"synth_s": 4.0})["synth_s_runs"] == [4.0]
