@@ -330,7 +330,7 @@ def llama_tts_argv(llama_tts: Path, model_dir: Path, job: Job, threads: int, wav
             # as parity: no repacking (ggml's AMX q8_0 repack crashes on tiny shapes); weights read into
             # memory at load (excluded from the timings), as the reference does, so the first pass does
             # not page the model in from disk
-            "--no-repack", "--no-mmap"]
+            "--no-repack", "--load-mode", "none"]
     if job.speaker:
         argv += ["--tts-speaker", job.speaker]
     if job.instruct:
@@ -394,7 +394,7 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
     port = free_port()
     argv = [str(llama_server), "-m", str(model_dir / "talker.gguf"), "--mmproj", str(model_dir / "mmproj.gguf"),
             "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "--tts-max-frames", str(job.frames),
-            "-fa", "off", "--no-repack", "--no-mmap"]
+            "-fa", "off", "--no-repack", "--load-mode", "none"]
     base = f"http://127.0.0.1:{port}"
     log = open(log_path, "w") if log_path else tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
@@ -486,7 +486,8 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
              "faster than real time), model loading excluded. The reference is the official `qwen-tts` "
              "(torch CPU, f32) on the same checkpoint in the same run; ratio = our RTF / reference RTF "
              "(< 1: we are faster). TTFA: request to first audio bytes through `llama-server`'s streaming "
-             "`POST /v1/audio/speech`.", "",
+             "`POST /v1/audio/speech` (`stream_format: audio`, pcm; the server's default chunk of "
+             "`--tts-stream-frames` frames).", "",
              "Reproduce (keep the checkpoints outside the repository; 1.7B in f32 is ~7.7 GB):", "",
              "```sh",
              "q3build model tiny --variant custom_voice --shape 0.6b --out CKPT-0.6B",
