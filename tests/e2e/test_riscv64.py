@@ -152,7 +152,8 @@ def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
              "-c", "512", "-np", "1", "-t", "2",
              # f32 end to end, as parity runs: CPU flash attention and an f16 cache round differently per ISA
              "-fa", "off", "-ctk", "f32", "-ctv", "f32"]
-    body = {"input": "Hello from a RISC-V board.", "voice": "vivian", "top_k": 1, "seed": 1, "max_frames": 12,
+    text = "Hello from a RISC-V board."
+    body = {"input": text, "voice": "vivian", "language": "english", "top_k": 1, "seed": 1, "max_frames": 12,
             "response_format": "wav"}
 
     native = [str(work / "stage" / "host" / "bin" / "llama-server"), *model]
@@ -171,3 +172,15 @@ def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
     assert (info.samplerate, info.channels, info.subtype) == (24000, 1, "PCM_16") and info.frames > 0
     assert x86_codes.size >= 16 and x86_codes.size % 16 == 0
     np.testing.assert_array_equal(rv_codes, x86_codes)
+
+    # llama-tts, the same request on the command line: the same codes natively and under qemu
+    tts_args = [*model[:4], "-t", "2", "-fa", "off", "-ctk", "f32", "-ctv", "f32", "-p", text,
+                "--tts-speaker", "vivian", "--tts-lang", "english", "-n", "12", "--top-k", "1", "-s", "1"]
+    for name, prefix, run_env in (("x86", [], os.environ), ("rv", emulation.argv(plan), env)):
+        dump = tmp_path / f"tts-{name}"
+        dump.mkdir()
+        tool = work / "stage" / ("host" if name == "x86" else "riscv64") / "bin" / "llama-tts"
+        r = subprocess.run([*prefix, str(tool), *tts_args, "-o", str(dump / "out.wav")], capture_output=True,
+                           text=True, env={**run_env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        np.testing.assert_array_equal(np.fromfile(dump / "codes.i32", dtype=np.int32), x86_codes, err_msg=name)
