@@ -39,7 +39,7 @@ def built(tmp_path_factory):
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
     try:
         assert q3("make", "--target", "host") == 0
-        for variant in ("custom_voice", "base"):
+        for variant in ("custom_voice", "base", "voice_design"):
             assert q3("model", "tiny", "--variant", variant, "--out", str(root / f"hf-{variant}")) == 0
             assert q3("model", "convert", str(root / f"hf-{variant}"), "--out", str(root / variant)) == 0
     finally:
@@ -361,3 +361,29 @@ def test_cloned_voice_is_listed_used_and_encoded_once(base_server, built):
     r = requests.post(f"{base_server.base}/v1/audio/speech", timeout=30,
                       json={"input": "x", "voice": "../voices/alice"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "voice"
+
+
+def test_base_model_refuses_instructions(base_server):
+    r = requests.post(f"{base_server.base}/v1/audio/speech", timeout=30,
+                      json={"input": "x", "voice": "alice", "instructions": "Whisper."})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "instructions" and err["code"] == "unsupported_parameter"
+
+
+def test_voice_design_follows_instructions(built):
+    s = start(built, "voice_design", "voice_design")
+    try:
+        client = openai.OpenAI(base_url=f"{s.base}/v1", api_key="unused", max_retries=0, timeout=120)
+        extra = {"seed": 2, "max_frames": FRAMES}
+        calm = client.audio.speech.create(model="qwen3-tts", voice="default", input="Good evening.",
+                                          instructions="A calm, deep voice.", extra_body=extra)
+        again = client.audio.speech.create(model="qwen3-tts", voice="default", input="Good evening.",
+                                           instructions="A calm, deep voice.", extra_body=extra)
+        bright = client.audio.speech.create(model="qwen3-tts", voice="default", input="Good evening.",
+                                            instructions="A bright, cheerful child.", extra_body=extra)
+        voices = requests.get(f"{s.base}/v1/audio/voices", timeout=10).json()
+    finally:
+        s.__exit__(None, None, None)
+    assert calm.content[:4] == b"RIFF" and calm.content == again.content
+    assert calm.content != bright.content  # the instruction is part of the prompt
+    assert voices["voices"] == [] and voices["model"].startswith("qwen3-tts voice_design")
