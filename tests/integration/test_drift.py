@@ -106,3 +106,16 @@ def test_unknown_ref_is_a_clear_error(drifted, capsys):
     assert proj.q3("drift", "--ref", "no-such-branch") == 3
     err = capsys.readouterr().err
     assert "--ref no-such-branch: cannot fetch it from" in err
+
+
+def test_a_tarball_source(drifted, tmp_path, capsys):
+    proj, _ = drifted
+    tarball = tmp_path / "newer.tar.gz"
+    git("archive", "--format=tar.gz", "--prefix=llama.cpp-newer/", "-o", str(tarball), "main", cwd=proj.upstream.repo)
+    assert proj.q3("drift", "--source", str(tarball), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [p["verdict"] for p in report["patches"]] == ["clean", "3-way", "conflict", "upstream", "upstream"]
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    assert proj.q3("drift", "--source", str(bad)) == 2
+    assert f"--source {bad}: not a readable tarball" in capsys.readouterr().err
