@@ -2,7 +2,7 @@
 
 A target is in the matrix when CI can build it from registries alone: every toolchain kind but
 ``external`` (a vendor toolchain at a user-given path, which no runner has). Each entry carries what
-the workflow needs to install and run it: apt and pip packages, and whether validate runs the
+the workflow needs to install and run it: the apt and pip packages `q3build doctor` names, and whether validate runs the
 binaries natively or under the recipe's emulator.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import recipe
+from . import recipe, toolchains
 from .project import Project
 
 RUNNER = "ubuntu-24.04"
@@ -45,11 +45,13 @@ def entries(project: Project) -> tuple[list[Entry], list[dict]]:
             excluded.append({"target": name, "reason": "cross target without an emulator section: "
                                                        "validate cannot run its binaries in CI"})
             continue
-        apt = tuple(dict.fromkeys([*t.toolchain.apt, *(t.emulator.apt if t.emulator else ())]))
+        # the packages `q3build doctor` would ask for: build tools, compilers, sysroot, emulator
+        tools = toolchains.tools_for(t, {})
+        apt = tuple(dict.fromkeys([*(x.apt for x in tools if x.apt), *(t.emulator.apt if t.emulator else ())]))
+        pip = tuple(dict.fromkeys([*(x.pip for x in tools if x.pip), *t.toolchain.pip]))
         included.append(Entry(target=name, arch=t.cpu.arch if t.cpu.arch != "native" else "x86_64",
                               toolchain=t.toolchain.kind, cross=t.cross,
-                              emulator=t.emulator.command[0] if t.emulator else None,
-                              apt=apt, pip=tuple(t.toolchain.pip)))
+                              emulator=t.emulator.command[0] if t.emulator else None, apt=apt, pip=pip))
     return included, excluded
 
 
