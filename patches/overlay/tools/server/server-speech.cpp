@@ -6,6 +6,7 @@
 
 #include "log.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <memory>
@@ -349,6 +350,8 @@ private:
     std::unique_ptr<speech_audio::flac_encoder> flac;
     bool header_sent = false;
     bool finished    = false;
+    int  chunk_frames = 0;                    // frames in the chunk being streamed
+    static constexpr int max_chunk_frames = 64;
 };
 
 // generates up to n_frames of the current segment (starting the next one when needed) and appends
@@ -502,7 +505,10 @@ json speech_job::done_event() const {
 bool speech_job::next_chunk(std::string & out) {
     std::vector<float> pcm;
     speech_error err;
-    if (!next_audio(pcm, engine.params().tts_stream_frames, err)) {
+    // the first chunk is small for an early start; each decode spans a whole codec window whatever
+    // the chunk size, so later chunks double in size to keep the decoder's share of the time low
+    chunk_frames = chunk_frames == 0 ? engine.params().tts_stream_frames : std::min(2 * chunk_frames, max_chunk_frames);
+    if (!next_audio(pcm, chunk_frames, err)) {
         LOG_ERR("speech: %s\n", err.message.c_str());
         if (req.stream == stream_mode::sse) {
             out = sse_event(json {{"type", "error"}, {"error", {{"message", err.message}, {"type", err.type},
