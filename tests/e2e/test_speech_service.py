@@ -387,3 +387,24 @@ def test_voice_design_follows_instructions(built):
     assert calm.content[:4] == b"RIFF" and calm.content == again.content
     assert calm.content != bright.content  # the instruction is part of the prompt
     assert voices["voices"] == [] and voices["model"].startswith("qwen3-tts voice_design")
+
+
+def test_stream_equals_the_whole_file_without_post_processing(built):
+    """With trim and normalisation off, the chunked stream carries exactly the samples of the whole
+    response, across a codec window boundary (72 frames) and a segment boundary."""
+    s = start(built, "raw", "custom_voice", "--no-tts-trim", "--no-tts-normalize", "--tts-segment-chars", "24")
+    try:
+        body = {"input": "First sentence here. 第二句话在这里。", "voice": "vivian", "seed": 4, "max_frames": 80,
+                "response_format": "pcm"}
+        whole = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=300)
+        chunks = []
+        with requests.post(f"{s.base}/v1/audio/speech", json={**body, "stream_format": "audio"}, stream=True,
+                           timeout=300) as r:
+            chunks = [c for c in r.iter_content(chunk_size=None) if c]
+    finally:
+        s.__exit__(None, None, None)
+    assert whole.status_code == 200 and whole.headers["x-speech-postprocess"] == "none"
+    assert int(whole.headers["x-speech-segments"]) == 2
+    assert int(whole.headers["x-speech-frames"]) > 72  # the first segment crosses a window
+    assert len(chunks) >= 4
+    assert b"".join(chunks) == whole.content
