@@ -153,9 +153,15 @@ def gguf_tensor_bytes(path: Path) -> dict[str, int]:
     return read_gguf_header(path)[1]
 
 
-def read_gguf_header(path: Path) -> tuple[dict, dict[str, int]]:
-    """(scalar and string metadata, bytes of every tensor) of a GGUF file."""
+def gguf_tensor_types(path: Path) -> dict[str, int]:
+    """The ggml type id of every tensor in a GGUF file (0 = F32, 1 = F16, 8 = Q8_0, 2 = Q4_0)."""
+    return read_gguf_header(path)[2]
+
+
+def read_gguf_header(path: Path) -> tuple[dict, dict[str, int], dict[str, int]]:
+    """(scalar and string metadata, bytes of every tensor, ggml type of every tensor) of a GGUF file."""
     meta: dict = {}
+    types: dict[str, int] = {}
     with open(path, "rb") as f:
         r = _Reader(f)
         if f.read(4) != b"GGUF":
@@ -178,7 +184,8 @@ def read_gguf_header(path: Path) -> tuple[dict, dict[str, int]]:
             name = r.string()
             (n_dims,) = r.unpack("I")
             r.unpack("Q" * n_dims)
-            _, offset = r.unpack("IQ")
+            gtype, offset = r.unpack("IQ")
+            types[name] = gtype
             infos.append((offset, name))
         data_start = -(-f.tell() // alignment) * alignment
     size = path.stat().st_size - data_start
@@ -187,7 +194,7 @@ def read_gguf_header(path: Path) -> tuple[dict, dict[str, int]]:
     for i, (offset, name) in enumerate(infos):
         end = infos[i + 1][0] if i + 1 < len(infos) else size
         out[name] = end - offset
-    return meta, out
+    return meta, out, types
 
 
 def kv_cache_bytes(meta: Mapping, *, n_ctx: int | None = None, bytes_per_value: int = 2) -> int | None:
@@ -220,6 +227,24 @@ def weight_bytes_per_frame(talker: Mapping[str, int], mmproj: Mapping[str, int],
     predictor_b = layers * predictor_passes + heads
     return {"talker_bytes": talker_b, "predictor_layer_bytes": layers, "predictor_head_bytes": heads,
             "predictor_bytes": predictor_b, "bytes_per_frame": talker_b + predictor_b}
+
+
+_NORMS = ("norm.weight", ".ln1.weight", ".ln2.weight")
+
+
+def model_weights(model_dir: Path) -> dict:
+    """Weight bytes per frame of a converted model directory, the f32 matrices of the code predictor,
+    the talker's KV cache at its default context, and the file sizes."""
+    meta, talker_bytes, _ = read_gguf_header(model_dir / "talker.gguf")
+    _, mm_bytes, mm_types = read_gguf_header(model_dir / "mmproj.gguf")
+    w = weight_bytes_per_frame(talker_bytes, mm_bytes)
+    # matrices the converter keeps in f32 whatever the outtype (read on every predictor pass)
+    w["predictor_f32_matrix_bytes"] = sum(v for k, v in mm_bytes.items() if k.startswith("a.gen.code.blk.")
+                                          and mm_types.get(k) == 0 and not k.endswith(_NORMS))
+    w["kv_cache_bytes"] = kv_cache_bytes(meta)
+    w["context_length"] = meta.get(f"{meta.get('general.architecture')}.context_length")
+    w["file_bytes"] = sum((model_dir / n).stat().st_size for n in ("talker.gguf", "mmproj.gguf"))
+    return w
 
 
 def bandwidth_share(bytes_per_frame: int, frames_per_s: float | None, read_gbps: float | None) -> dict:
@@ -579,6 +604,15 @@ def analysis(run: Mapping, tiny_runs: Sequence[Mapping] = ()) -> list[str]:
                 parts.append("fixed per-step cost (the same stage at tiny shape): " + ", ".join(shares))
         if parts:
             out.append(f"{label}: " + "; ".join(parts) + ".")
+    seen = set()
+    for c in run["configs"]:
+        w = c["weights"]
+        if c["quant"] in seen or not w.get("predictor_f32_matrix_bytes"):
+            continue
+        seen.add(c["quant"])
+        out.append(f"{c['quant']}: the code predictor reads {w['predictor_layer_bytes'] / 1e6:.0f} MB per pass "
+                   f"({w['predictor_bytes'] / w['bytes_per_frame']:.0%} of the weight bytes of a frame), of which "
+                   f"{w['predictor_f32_matrix_bytes'] / 1e6:.0f} MB are matrices the converter keeps in f32.")
     c = next((c for c in run["configs"] if c["weights"].get("kv_cache_bytes")), None)
     if c:
         w = c["weights"]
@@ -676,11 +710,7 @@ def run_bench(project, plan: Plan, env: Mapping[str, str], *, target: str, log=p
     for q in plan.quants:
         log(f"model {q}")
         models[q] = ensure_converted(project, plan.checkpoint, plan.gguf_root / q, q, env, target)
-        meta, talker_tensors = read_gguf_header(models[q] / convert.TALKER)
-        weights[q] = weight_bytes_per_frame(talker_tensors, gguf_tensor_bytes(models[q] / convert.MMPROJ))
-        weights[q]["kv_cache_bytes"] = kv_cache_bytes(meta)
-        weights[q]["context_length"] = meta.get(f"{meta.get('general.architecture')}.context_length")
-        weights[q]["file_bytes"] = sum((models[q] / n).stat().st_size for n in (convert.TALKER, convert.MMPROJ))
+        weights[q] = model_weights(models[q])
     doc["configs"] = []
     doc["reference"] = {}
     notes = []

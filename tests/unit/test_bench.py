@@ -276,8 +276,18 @@ def test_gguf_header_keeps_scalar_metadata(tmp_path):
           ("qwen3tts.block_count", 4, struct.pack("<I", 28))]
     f = tmp_path / "m.gguf"
     f.write_bytes(_gguf([("a", 32)], kv=kv))
-    meta, tensors = bench.read_gguf_header(f)
+    meta, tensors, types = bench.read_gguf_header(f)
     assert meta == {"general.architecture": "qwen3tts", "qwen3tts.block_count": 28} and tensors == {"a": 32}
+    assert types == {"a": 0}
+
+
+def test_analysis_names_the_f32_share_of_the_predictor():
+    doc = _doc()
+    w = doc["configs"][0]["weights"]
+    w["predictor_f32_matrix_bytes"] = 30_000_000
+    note = next(n for n in bench.analysis(doc) if "code predictor reads" in n)
+    assert note == (f"q8_0: the code predictor reads 50 MB per pass ({w['predictor_bytes'] / w['bytes_per_frame']:.0%} "
+                    "of the weight bytes of a frame), of which 30 MB are matrices the converter keeps in f32.")
 
 
 def test_best_of_keeps_the_fastest_and_every_time():
