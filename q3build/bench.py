@@ -326,6 +326,36 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+SERVER_STAGES_RE = re.compile(r"prompt=([0-9.]+) talker=([0-9.]+) code=([0-9.]+) decode=([0-9.]+)")
+
+
+def parse_server_headers(headers: Mapping[str, str]) -> dict | None:
+    """The speech service's figures of a whole (non-streamed) response: frames, wall seconds and
+    per-stage milliseconds (X-Speech-Frames, X-Wall-Seconds, X-Speech-Stages-Ms)."""
+    m = SERVER_STAGES_RE.search(headers.get("X-Speech-Stages-Ms", ""))
+    try:
+        frames = int(headers["X-Speech-Frames"])
+        wall = float(headers["X-Wall-Seconds"])
+    except (KeyError, ValueError):
+        return None
+    if not m:
+        return None
+    prompt, talker, code, decode = (float(g) for g in m.groups())
+    raw = {"prompt_ms": prompt, "talker_ms": talker, "talker_steps": frames, "predictor_ms": code,
+           "predictor_frames": frames, "decode_ms": decode, "decode_frames": frames}
+    return {**summarize(frames, wall), "stages": per_frame_stages(raw)}
+
+
+def server_synthesis(base: str, body: Mapping) -> dict:
+    import requests
+
+    body = {k: v for k, v in body.items() if v is not None}
+    r = requests.post(f"{base}/v1/audio/speech", json=body, timeout=1800)
+    if r.status_code != 200:
+        return {"error": f"HTTP {r.status_code}: {r.text[:200]}"}
+    return parse_server_headers(r.headers) or {"error": "no X-Speech-* figures in the response"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -409,11 +439,13 @@ def run_reference(checkpoint: Path, job: Job, threads: int, env: Mapping[str, st
 
 def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, env: Mapping[str, str], *,
                  voice: str | None = None, startup_timeout: float = 600, log_path: Path | None = None,
-                 whole: bool = False) -> dict:
+                 whole: bool = False, synthesis: bool = True) -> dict:
     """Start llama-server on 127.0.0.1 with the model, POST one streamed /v1/audio/speech request,
     time it to the first non-empty body chunk; the server is always stopped. With `whole` the body is
     read to the end (total time and audio too), otherwise the connection is closed after the first
-    chunk, which saves the rest of the synthesis."""
+    chunk, which saves the rest of the synthesis. With `synthesis` a second, non-streamed request
+    reads the server's own figures (llama-server gives -t to both the talker and the mtmd context,
+    llama-tts only to the talker)."""
     import requests
 
     port = free_port()
@@ -455,8 +487,11 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
                 if first is not None and not whole:
                     break
         if not whole:
-            return {"ttfa_ms": first * 1000 if first is not None else None, "first_chunk_bytes": n_bytes,
-                    "peak_rss_mib": vm_hwm_mb(proc.pid)}
+            result = {"ttfa_ms": first * 1000 if first is not None else None, "first_chunk_bytes": n_bytes}
+            if synthesis:
+                result["synthesis"] = server_synthesis(base, {**body, "stream_format": None})
+            result["peak_rss_mib"] = vm_hwm_mb(proc.pid)
+            return result
         total = time.perf_counter() - t0
         audio_s = n_bytes / 2 / SAMPLE_RATE  # pcm: s16le mono 24 kHz
         return {"ttfa_ms": first * 1000 if first is not None else None, "total_s": total, "bytes": n_bytes,

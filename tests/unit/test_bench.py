@@ -295,3 +295,14 @@ def test_best_of_keeps_the_fastest_and_every_time():
     r = bench.best_of(3, lambda: {"synth_s": next(times), "tag": "x"})
     assert r["synth_s"] == 1.5 and r["synth_s_runs"] == [3.0, 1.5, 2.0]
     assert bench.best_of(0, lambda: {"synth_s": 4.0})["synth_s_runs"] == [4.0]
+
+
+def test_parse_server_headers():
+    h = {"X-Speech-Frames": "48", "X-Wall-Seconds": "12.000", "X-Speech-Stages-Ms":
+         "prompt=300.0 talker=2400.0 code=7200.0 decode=1920.0"}
+    r = bench.parse_server_headers(h)
+    assert r["frames"] == 48 and r["rtf"] == pytest.approx(12.0 / 3.84)
+    assert r["stages"]["predictor_ms_per_frame"] == pytest.approx(150.0)
+    assert r["stages"]["decode_ms_per_frame"] == pytest.approx(40.0)
+    assert bench.parse_server_headers({"X-Speech-Frames": "48"}) is None
+    assert bench.parse_server_headers({**h, "X-Speech-Stages-Ms": "garbage"}) is None
