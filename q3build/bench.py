@@ -561,6 +561,7 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
              "numpy sum over a 1 GiB array split across the threads, measured in the same run.", ""]
     for run in runs:
         m = run.get("machine", {})
+        bw = {b["threads"]: b["gbps"] for b in run.get("bandwidth", [])}
         lines += [f"## {run['shape']} shape, {run['frames']} frames", "",
                   f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs; "
                   f"read bandwidth {_bandwidth_text(run.get('bandwidth', []))}; "
@@ -599,6 +600,28 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
                              f"| {_fmt(st.get('predictor_ms_per_frame'), '.1f')} "
                              f"| {_fmt(st.get('decode_ms_per_frame'), '.1f')} "
                              f"| {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} | {_fmt(r.get('peak_rss_mib'), '.0f')} |")
+        served = [c for c in run["configs"] if (c.get("server") or {}).get("synthesis", {}).get("stages")]
+        if served:
+            lines += ["", "Through `llama-server` (`POST /v1/audio/speech`, same run; the service's own figures from a "
+                      "non-streamed request, and TTFA from a streamed one):", "",
+                      "| quant | threads | frames | server RTF | ref RTF | ratio | TTFA ms | prompt ms | talker ms/step "
+                      "| predictor ms/frame | decode ms/frame | dominant | weight GB/s | share of bandwidth "
+                      "| peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for c in served:
+                sv = c["server"]["synthesis"]
+                st = sv["stages"]
+                r = c.get("reference") or {}
+                dom = dominant_stage(st)
+                share = bandwidth_share(c["weights"]["bytes_per_frame"], sv.get("frames_per_s"), bw.get(c["threads"]))
+                ratio = sv["rtf"] / r["rtf"] if r.get("rtf") and sv.get("rtf") else None
+                lines.append(
+                    f"| {c['quant']} | {c['threads']} | {sv['frames']} | {_fmt(sv['rtf'])} | {_fmt(r.get('rtf'))} "
+                    f"| {_fmt(ratio)} | {_fmt(c['server'].get('ttfa_ms'), '.0f')} | {_fmt(st.get('prompt_ms'), '.0f')} "
+                    f"| {_fmt(st.get('talker_ms_per_step'), '.1f')} | {_fmt(st.get('predictor_ms_per_frame'), '.1f')} "
+                    f"| {_fmt(st.get('decode_ms_per_frame'), '.1f')} | {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} "
+                    f"| {_fmt(share['weight_read_gbps'], '.1f')} "
+                    f"| {_fmt(share['bandwidth_share'] * 100 if share['bandwidth_share'] is not None else None, '.0f')}% "
+                    f"| {_fmt(c['server'].get('peak_rss_mib'), '.0f')} |")
         notes = list(run.get("notes") or []) + analysis(run, [r for r in runs if r.get("shape") == "tiny"])
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
@@ -612,33 +635,54 @@ _STAGE_KEYS = {"talker": "talker_ms_per_step", "predictor": "predictor_ms_per_fr
 def analysis(run: Mapping, tiny_runs: Sequence[Mapping] = ()) -> list[str]:
     """Computed observations for one run: the dominant stage, how close the weight reads come to the
     read bandwidth, and (given a tiny-shape run of the same build) how much of each per-frame stage
-    time is fixed per-step cost: the tiny shape's time for the same stage, quantisation and threads."""
+    time is fixed per-step cost: the tiny shape's time for the same stage, quantisation and threads.
+    Both for llama-tts and, when measured, for the server's own figures."""
     out = []
     if run.get("shape") == "tiny":
         return out
-    for c in run["configs"]:
-        o = c["ours"]
-        st = o.get("stages") or {}
-        dom = dominant_stage(st)
-        label = f"{c['quant']}, {c['threads']} thread{'s' if c['threads'] > 1 else ''}"
+    bw = {b["threads"]: b["gbps"] for b in run.get("bandwidth", [])}
+
+    def tiny_for(c: Mapping, server: bool) -> Mapping | None:
+        for r in tiny_runs:
+            for t in r["configs"]:
+                if t["quant"] != c["quant"] or t["threads"] != c["threads"]:
+                    continue
+                st = ((t.get("server") or {}).get("synthesis") or {}).get("stages") if server else \
+                    t["ours"].get("stages")
+                if st:
+                    return st
+        return None
+
+    def describe(st: Mapping, frames_per_s: float | None, c: Mapping, tiny: Mapping | None) -> list[str]:
         parts = []
+        dom = dominant_stage(st)
         if dom:
             parts.append(f"{dom[0]} dominates ({dom[1]:.0%} of the stage time)")
-        if c.get("bandwidth_share") is not None:
-            parts.append(f"weights are read at {c['weight_read_gbps']:.1f} GB/s, {c['bandwidth_share']:.0%} of the "
-                         "measured read bandwidth")
-        tiny = next((t for r in tiny_runs for t in r["configs"]
-                     if t["quant"] == c["quant"] and t["threads"] == c["threads"] and t["ours"].get("stages")), None)
-        if tiny and st:
+        share = bandwidth_share(c["weights"]["bytes_per_frame"], frames_per_s, bw.get(c["threads"]))
+        if share["bandwidth_share"] is not None:
+            parts.append(f"weights are read at {share['weight_read_gbps']:.1f} GB/s, "
+                         f"{share['bandwidth_share']:.0%} of the measured read bandwidth")
+        if tiny:
             shares = []
             for name, key in _STAGE_KEYS.items():
-                a, b = tiny["ours"]["stages"].get(key), st.get(key)
+                a, b = tiny.get(key), st.get(key)
                 if a is not None and b:
                     shares.append(f"{name} {a:.1f} of {b:.1f} ms ({min(a / b, 1.0):.0%})")
             if shares:
                 parts.append("fixed per-step cost (the same stage at tiny shape): " + ", ".join(shares))
+        return parts
+
+    for c in run["configs"]:
+        label = f"{c['quant']}, {c['threads']} thread{'s' if c['threads'] > 1 else ''}"
+        st = c["ours"].get("stages") or {}
+        parts = describe(st, c["ours"].get("frames_per_s"), c, tiny_for(c, False)) if st else []
         if parts:
-            out.append(f"{label}: " + "; ".join(parts) + ".")
+            out.append(f"{label}, llama-tts: " + "; ".join(parts) + ".")
+        sv = (c.get("server") or {}).get("synthesis") or {}
+        if sv.get("stages"):
+            parts = describe(sv["stages"], sv.get("frames_per_s"), c, tiny_for(c, True))
+            if parts:
+                out.append(f"{label}, llama-server: " + "; ".join(parts) + ".")
     seen = set()
     for c in run["configs"]:
         w = c["weights"]

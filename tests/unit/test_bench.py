@@ -248,7 +248,7 @@ def test_analysis_names_dominant_stage_bandwidth_and_fixed_cost():
     notes = bench.analysis(doc, [tiny])
     assert len(notes) == 1
     n = notes[0]
-    assert n.startswith("q8_0, 2 threads: predictor dominates (")
+    assert n.startswith("q8_0, 2 threads, llama-tts: predictor dominates (")
     c = doc["configs"][0]
     assert f"{c['bandwidth_share']:.0%} of the measured read bandwidth" in n
     # tiny predictor 25 ms/frame of the 0.6B's 5900/48 ms
@@ -306,3 +306,18 @@ def test_parse_server_headers():
     assert r["stages"]["decode_ms_per_frame"] == pytest.approx(40.0)
     assert bench.parse_server_headers({"X-Speech-Frames": "48"}) is None
     assert bench.parse_server_headers({**h, "X-Speech-Stages-Ms": "garbage"}) is None
+
+
+def test_server_table_and_analysis():
+    doc = _doc()
+    c = doc["configs"][0]
+    c["server"]["synthesis"] = bench.parse_server_headers(
+        {"X-Speech-Frames": "48", "X-Wall-Seconds": "12.000",
+         "X-Speech-Stages-Ms": "prompt=300.0 talker=2400.0 code=7200.0 decode=1920.0"})
+    md = bench.render_markdown([doc])
+    row = next(ln for ln in md.splitlines() if ln.startswith("| q8_0 | 2 | 48 | 3.12 |"))
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    assert cells[4] == f"{c['reference']['rtf']:.2f}"
+    assert cells[5] == f"{3.125 / c['reference']['rtf']:.2f}"
+    assert cells[6] == "612" and cells[11].startswith("predictor ")
+    assert any(n.startswith("q8_0, 2 threads, llama-server: predictor dominates") for n in bench.analysis(doc))
