@@ -346,6 +346,34 @@ def parse_server_headers(headers: Mapping[str, str]) -> dict | None:
     return {**summarize(frames, wall), "stages": per_frame_stages(raw)}
 
 
+def stream_request(base: str, body: Mapping, *, whole: bool) -> dict:
+    """POST a streamed speech request; time to the first non-empty chunk (and, with `whole`, to the
+    end of the body). Without `whole` the connection is closed after the first chunk."""
+    import requests
+
+    t0 = time.perf_counter()
+    first = None
+    n_bytes = chunks = 0
+    with requests.post(f"{base}/v1/audio/speech", json=dict(body), stream=True, timeout=1800) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"POST /v1/audio/speech: HTTP {r.status_code}: {r.text[:300]}")
+        for chunk in r.iter_content(chunk_size=None):
+            if chunk and first is None:
+                first = time.perf_counter() - t0
+            n_bytes += len(chunk)
+            chunks += int(bool(chunk))
+            if first is not None and not whole:
+                break
+    out = {"ttfa_ms": first * 1000 if first is not None else None, "first_chunk_bytes" if not whole else "bytes":
+           n_bytes}
+    if whole:
+        total = time.perf_counter() - t0
+        audio_s = n_bytes / 2 / SAMPLE_RATE  # pcm: s16le mono 24 kHz
+        out.update({"total_s": total, "chunks": chunks, "audio_s": audio_s,
+                    "rtf": total / audio_s if audio_s else None})
+    return out
+
+
 def server_synthesis(base: str, body: Mapping) -> dict:
     import requests
 
@@ -472,31 +500,18 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
                 "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0}
         if job.instruct:
             body["instructions"] = job.instruct
-        t0 = time.perf_counter()
-        first = None
-        n_bytes = 0
-        chunks = 0
-        with requests.post(f"{base}/v1/audio/speech", json=body, stream=True, timeout=600) as r:
-            if r.status_code != 200:
-                raise RuntimeError(f"POST /v1/audio/speech: HTTP {r.status_code}: {r.text[:300]}")
-            for chunk in r.iter_content(chunk_size=None):
-                if chunk and first is None:
-                    first = time.perf_counter() - t0
-                n_bytes += len(chunk)
-                chunks += int(bool(chunk))
-                if first is not None and not whole:
-                    break
-        if not whole:
-            result = {"ttfa_ms": first * 1000 if first is not None else None, "first_chunk_bytes": n_bytes}
+        if whole:
+            result = stream_request(base, body, whole=True)
+        else:
+            # the first request after start-up, then (after the whole synthesis, so the one slot is
+            # free again) the same request once more: cold and warm time to first audio
+            result = stream_request(base, body, whole=False)
             if synthesis:
                 result["synthesis"] = server_synthesis(base, {**body, "stream_format": None})
-            result["peak_rss_mib"] = vm_hwm_mb(proc.pid)
-            return result
-        total = time.perf_counter() - t0
-        audio_s = n_bytes / 2 / SAMPLE_RATE  # pcm: s16le mono 24 kHz
-        return {"ttfa_ms": first * 1000 if first is not None else None, "total_s": total, "bytes": n_bytes,
-                "chunks": chunks, "audio_s": audio_s, "rtf": total / audio_s if audio_s else None,
-                "peak_rss_mib": vm_hwm_mb(proc.pid)}
+                warm = stream_request(base, body, whole=False)
+                result["ttfa_warm_ms"] = warm["ttfa_ms"]
+        result["peak_rss_mib"] = vm_hwm_mb(proc.pid)
+        return result
     finally:
         proc.terminate()
         try:
@@ -604,7 +619,8 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
         if served:
             lines += ["", "Through `llama-server` (`POST /v1/audio/speech`, same run; the service's own figures from a "
                       "non-streamed request, and TTFA from a streamed one):", "",
-                      "| quant | threads | frames | server RTF | ref RTF | ratio | TTFA ms | prompt ms | talker ms/step "
+                      "| quant | threads | frames | server RTF | ref RTF | ratio | TTFA ms cold / warm | prompt ms "
+                      "| talker ms/step "
                       "| predictor ms/frame | decode ms/frame | dominant | weight GB/s | share of bandwidth "
                       "| peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for c in served:
@@ -616,7 +632,8 @@ def render_markdown(runs: Sequence[Mapping]) -> str:
                 ratio = sv["rtf"] / r["rtf"] if r.get("rtf") and sv.get("rtf") else None
                 lines.append(
                     f"| {c['quant']} | {c['threads']} | {sv['frames']} | {_fmt(sv['rtf'])} | {_fmt(r.get('rtf'))} "
-                    f"| {_fmt(ratio)} | {_fmt(c['server'].get('ttfa_ms'), '.0f')} | {_fmt(st.get('prompt_ms'), '.0f')} "
+                    f"| {_fmt(ratio)} | {_fmt(c['server'].get('ttfa_ms'), '.0f')} / "
+                    f"{_fmt(c['server'].get('ttfa_warm_ms'), '.0f')} | {_fmt(st.get('prompt_ms'), '.0f')} "
                     f"| {_fmt(st.get('talker_ms_per_step'), '.1f')} | {_fmt(st.get('predictor_ms_per_frame'), '.1f')} "
                     f"| {_fmt(st.get('decode_ms_per_frame'), '.1f')} | {f'{dom[0]} {dom[1]:.0%}' if dom else '–'} "
                     f"| {_fmt(share['weight_read_gbps'], '.1f')} "
