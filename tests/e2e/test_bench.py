@@ -54,6 +54,11 @@ def test_document_structure(result):
     assert srv.get("error") is None, srv
     assert srv["ttfa_ms"] > 0 and srv["first_chunk_bytes"] > 0 and srv["first_chunk_bytes"] % 2 == 0  # s16le
     assert srv["peak_rss_mib"] > 10
+    assert srv["ttfa_warm_ms"] > 0
+    # the service's own figures of a whole request: the same frame count, RTF = wall / audio
+    syn = srv["synthesis"]
+    assert 0 < syn["frames"] <= FRAMES and syn["rtf"] == pytest.approx(syn["synth_s"] / (syn["frames"] / 12.5))
+    assert syn["stages"]["counts"]["predictor_frames"] == syn["frames"]
     assert c["weights"]["talker_bytes"] > 0 and c["weights"]["predictor_layer_bytes"] > 0
     assert c["weights"]["bytes_per_frame"] == c["weights"]["talker_bytes"] + c["weights"]["predictor_bytes"]
 
