@@ -4,6 +4,7 @@
 #include "server-speech-audio.h"
 #include "server-speech-engine.h"
 
+#include "gguf.h"
 #include "log.h"
 
 #include <algorithm>
@@ -623,6 +624,29 @@ server_speech::server_speech() : engine(std::make_unique<speech_engine>()) {
 }
 
 server_speech::~server_speech() = default;
+
+// reads only the GGUF header: is this the mmproj of an audio generation model?
+static bool mmproj_generates_audio(const std::string & path) {
+    gguf_init_params gp = { /* no_alloc */ true, /* ctx */ nullptr };
+    gguf_context * g = gguf_init_from_file(path.c_str(), gp);
+    if (!g) {
+        return false; // the server's own loader reports what is wrong with the file
+    }
+    const int64_t key = gguf_find_key(g, "clip.has_gen_audio_encoder");
+    const bool gen = key >= 0 && gguf_get_kv_type(g, key) == GGUF_TYPE_BOOL && gguf_get_val_bool(g, key);
+    gguf_free(g);
+    return gen;
+}
+
+void server_speech::prepare(common_params & params) const {
+    if (params.mmproj.path.empty() || params.n_ctx != 0 || !mmproj_generates_audio(params.mmproj.path)) {
+        return;
+    }
+    params.n_ctx      = 512;
+    params.n_parallel = 1;
+    LOG_INF("speech: %s generates audio: the server's chat context is set to %d tokens (pass -c to choose)\n",
+            params.mmproj.path.c_str(), params.n_ctx);
+}
 
 void server_speech::load(const common_params & params, const llama_model * model) {
     engine->load(params, model);

@@ -17,6 +17,10 @@ struct server_speech {
     server_speech();
     ~server_speech();
 
+    // before the server loads its model: with an audio-generating mmproj and no -c, the server's own
+    // (chat) context on the talker is made small, since speech runs on contexts of its own
+    void prepare(common_params & params) const;
+
     // after the server loaded its model: enables speech when it is a Qwen3-TTS talker and --mmproj
     // generates audio; otherwise the routes keep answering 501
     void load(const common_params & params, const llama_model * model);
