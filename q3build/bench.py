@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -384,12 +383,6 @@ def server_synthesis(base: str, body: Mapping) -> dict:
     return parse_server_headers(r.headers) or {"error": "no X-Speech-* figures in the response"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass(frozen=True, kw_only=True)
 class Job:
     """What every run synthesises."""
@@ -474,52 +467,34 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
     chunk, which saves the rest of the synthesis. With `synthesis` a second, non-streamed request
     reads the server's own figures (llama-server gives -t to both the talker and the mtmd context,
     llama-tts only to the talker)."""
-    import requests
+    from .validate import Server, free_port
 
     port = free_port()
     argv = [str(llama_server), "-m", str(model_dir / "talker.gguf"), "--mmproj", str(model_dir / "mmproj.gguf"),
             "--host", "127.0.0.1", "--port", str(port), "-t", str(threads), "--tts-max-frames", str(job.frames),
             "-fa", "off", "--no-repack", "--load-mode", "none"]
     base = f"http://127.0.0.1:{port}"
-    log = open(log_path, "w") if log_path else tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {proc.returncode} before it was ready")
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama-server was not ready in time")
-            time.sleep(0.2)
-        body = {"input": job.text, "voice": voice or job.speaker or "default", "response_format": "pcm",
-                "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0}
-        if job.instruct:
-            body["instructions"] = job.instruct
-        if whole:
-            result = stream_request(base, body, whole=True)
-        else:
-            # the first request after start-up, then (after the whole synthesis, so the one slot is
-            # free again) the same request once more: cold and warm time to first audio
-            result = stream_request(base, body, whole=False)
-            if synthesis:
-                result["synthesis"] = server_synthesis(base, {**body, "stream_format": None})
-                warm = stream_request(base, body, whole=False)
-                result["ttfa_warm_ms"] = warm["ttfa_ms"]
-        result["peak_rss_mib"] = vm_hwm_mb(proc.pid)
-        return result
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        with Server(argv, env, Path(log_path) if log_path else Path(tmp) / "llama-server.log", port) as server:
+            why = server.wait_healthy(startup_timeout)
+            if why:
+                raise RuntimeError(why)
+            body = {"input": job.text, "voice": voice or job.speaker or "default", "response_format": "pcm",
+                    "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0}
+            if job.instruct:
+                body["instructions"] = job.instruct
+            if whole:
+                result = stream_request(base, body, whole=True)
+            else:
+                # the first request after start-up, then (after the whole synthesis, so the one slot is
+                # free again) the same request once more: cold and warm time to first audio
+                result = stream_request(base, body, whole=False)
+                if synthesis:
+                    result["synthesis"] = server_synthesis(base, {**body, "stream_format": None})
+                    warm = stream_request(base, body, whole=False)
+                    result["ttfa_warm_ms"] = warm["ttfa_ms"]
+            result["peak_rss_mib"] = vm_hwm_mb(server.proc.pid)
+            return result
 
 
 # --- the whole run ------------------------------------------------------------------------------

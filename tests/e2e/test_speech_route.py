@@ -4,25 +4,18 @@ staged by `make` (built on demand)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
+import os
 
 import openai
 import pytest
 import requests
 
 from q3build import cli
+from q3build.validate import Server, free_port
 
 from ..conftest import REPO
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,32 +28,12 @@ def server(tmp_path_factory):
     finally:
         mp.undo()
     port = free_port()
-    log_path = work / "server.log"
-    log = open(log_path, "w")
     # no model: the server starts in router mode, our routes are registered regardless
-    proc = subprocess.Popen([work / "stage" / "host" / "bin" / "llama-server", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"llama-server did not come up: {log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    argv = [str(work / "stage" / "host" / "bin" / "llama-server"), "--host", "127.0.0.1", "--port", str(port)]
+    with Server(argv, os.environ, work / "server.log", port) as s:
+        why = s.wait_healthy(30)
+        assert why is None, why
+        yield s.base
 
 
 def test_openai_client_gets_a_clear_501(server):
