@@ -336,17 +336,11 @@ speech_segment::~speech_segment() {
     }
 }
 
-bool speech_segment::start(const std::string & text, const speech_gen_params & p, std::string & err) {
+bool speech_segment::start(const std::string & text, const speech_gen_params & p,
+                           const std::vector<float> & embd, std::string & err) {
     const common_params & cp = engine.params();
     llama_memory_clear(llama_get_memory(slot.lctx), true);
     slot.gen->reset();
-
-    std::vector<float> embd;
-    speech_voice voice;
-    const bool has_voice = !p.voice.empty() && engine.find_voice(p.voice, voice);
-    if (has_voice && voice.type == "cloned" && !engine.speaker_embd(slot, voice, embd, err)) {
-        return false;
-    }
 
     mtmd_helper_gen_audio_inp inp{};
     inp.seq_id         = 0;
@@ -358,7 +352,7 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
     inp.seed           = p.seed;
     inp.out_type       = MTMD_HELPER_GEN_AUDIO_OUTTYPE_PCM;
     inp.text_layout    = p.streaming_text ? MTMD_HELPER_GEN_AUDIO_TEXT_STREAMING : MTMD_HELPER_GEN_AUDIO_TEXT_FULL;
-    inp.speaker        = has_voice && voice.type == "builtin" ? voice.id.c_str() : nullptr;
+    inp.speaker        = p.voice.type == "builtin" ? p.voice.id.c_str() : nullptr;
     inp.instruct       = p.instructions.empty() ? nullptr : p.instructions.c_str();
     inp.speaker_embd   = embd.empty() ? nullptr : embd.data();
     inp.n_speaker_embd = embd.size();

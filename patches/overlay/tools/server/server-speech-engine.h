@@ -20,9 +20,15 @@
 
 struct common_sampler;
 
+struct speech_voice {
+    std::string id;
+    std::string type;  // "builtin" (a speaker of the model) or "cloned" (a recording in the voices dir)
+    std::string path;  // cloned: the reference recording
+};
+
 // one request's generation settings, already validated by the HTTP layer
 struct speech_gen_params {
-    std::string voice;         // a voice id of speech_engine::voices(); empty: no speaker (Base, VoiceDesign)
+    speech_voice voice;        // resolved once per request; empty id: no speaker (Base, VoiceDesign)
     std::string instructions;  // how to speak (VoiceDesign, 1.7B CustomVoice)
     std::string language;      // a name of speech_engine::languages() or "auto"
     uint32_t    seed               = LLAMA_DEFAULT_SEED;
@@ -32,12 +38,6 @@ struct speech_gen_params {
     float       repetition_penalty = 1.05f;
     int32_t     max_frames         = 0;     // per segment; 0: derived from the segment length
     bool        streaming_text     = false; // text fed one token per frame (shorter prompt)
-};
-
-struct speech_voice {
-    std::string id;
-    std::string type;  // "builtin" (a speaker of the model) or "cloned" (a recording in the voices dir)
-    std::string path;  // cloned: the reference recording
 };
 
 struct speech_stage_timings {
@@ -79,8 +79,10 @@ public:
     speech_segment(speech_engine & engine, speech_slot & slot) : engine(engine), slot(slot) {}
     ~speech_segment();
 
-    // builds and decodes the prompt; false with err set on failure
-    bool start(const std::string & text, const speech_gen_params & params, std::string & err);
+    // builds and decodes the prompt; speaker_embd is the cloned voice's embedding (empty otherwise);
+    // false with err set on failure
+    bool start(const std::string & text, const speech_gen_params & params, const std::vector<float> & speaker_embd,
+               std::string & err);
 
     // generates up to n_frames more frames; done() becomes true at end of speech or the frame cap
     bool step(int n_frames, std::string & err);

@@ -188,11 +188,11 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
         }
     }
     if (voice.empty() || voice == "default") {
-        out.gen.voice = engine.default_voice();
+        // an unknown --tts-speaker was reported at start-up; such a server speaks with no speaker
+        engine.find_voice(engine.default_voice(), out.gen.voice);
         return true;
     }
-    speech_voice found;
-    if (!engine.find_voice(voice, found)) {
+    if (!engine.find_voice(voice, out.gen.voice)) {
         std::string names;
         for (const auto & v : engine.voices()) {
             names += (names.empty() ? "" : ", ") + v.id;
@@ -200,7 +200,6 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
         return fail(err, "voice", "voice_not_found",
                     "unknown voice '" + voice + "'; this server has: " + (names.empty() ? "no voices (omit 'voice')" : names));
     }
-    out.gen.voice = found.id;
     return true;
 }
 
@@ -341,6 +340,7 @@ private:
     speech_request req;
     int64_t t_start_us;
 
+    std::vector<float> speaker_embd;          // of a cloned voice, for every segment
     std::unique_ptr<speech_segment> seg;      // the segment being generated
     size_t  n_done = 0;                       // segments finished
     size_t  n_samples = 0;                    // audio samples handed out
@@ -364,8 +364,14 @@ bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err)
             const auto pause = speech_audio::silence(engine.sample_rate(), 150);
             pcm.insert(pcm.end(), pause.begin(), pause.end());
         }
+        // a cloned voice is looked up (encoded on its first use) once per request, not per segment
+        if (n_done == 0 && req.gen.voice.type == "cloned" &&
+            !engine.speaker_embd(lease->get(), req.gen.voice, speaker_embd, msg)) {
+            err = {500, "voice_unreadable", "voice", msg, "server_error"};
+            return false;
+        }
         seg = std::make_unique<speech_segment>(engine, lease->get());
-        if (!seg->start(req.segments[n_done], req.gen, msg)) {
+        if (!seg->start(req.segments[n_done], req.gen, speaker_embd, msg)) {
             err = {500, "synthesis_failed", "", msg, "server_error"};
             return false;
         }
