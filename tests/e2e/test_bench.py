@@ -24,12 +24,11 @@ def q3(*args):
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
+def result(tmp_path_factory, host_work):
     root = tmp_path_factory.mktemp("bench")
     mp = pytest.MonkeyPatch()
-    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
     try:
-        assert q3("make", "--target", "host") == 0
         assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(root / "hf")) == 0
         out = root / "bench.json"
         args = ["bench", "--target", "host", "--model", str(root / "hf"), "--quant", "q8_0", "--threads", "1",

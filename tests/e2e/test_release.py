@@ -21,15 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    work = tmp_path_factory.mktemp("work")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("Q3BUILD_WORK_DIR", str(work))
-    try:
-        assert cli.main(["--project", str(REPO), "make", "--target", "host"]) == 0
-    finally:
-        mp.undo()
-    return work
+def work(host_work):
+    return host_work
 
 
 @pytest.fixture

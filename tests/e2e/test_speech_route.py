@@ -10,27 +10,19 @@ import openai
 import pytest
 import requests
 
-from q3build import cli
 from q3build.validate import Server, free_port
 
-from ..conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    work = tmp_path_factory.mktemp("work")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("Q3BUILD_WORK_DIR", str(work))
-    try:
-        assert cli.main(["--project", str(REPO), "make", "--target", "host"]) == 0
-    finally:
-        mp.undo()
+def server(host_work, tmp_path_factory):
+    work = host_work
     port = free_port()
     # no model: the server starts in router mode, our routes are registered regardless
     argv = [str(work / "stage" / "host" / "bin" / "llama-server"), "--host", "127.0.0.1", "--port", str(port)]
-    with Server(argv, os.environ, work / "server.log", port) as s:
+    with Server(argv, os.environ, tmp_path_factory.mktemp("route") / "server.log", port) as s:
         why = s.wait_healthy(30)
         assert why is None, why
         yield s.base
