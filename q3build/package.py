@@ -42,14 +42,6 @@ def source_date_epoch(env: Mapping[str, str], plan: BuildPlan) -> int:
     return int(raw)
 
 
-def triple(plan: BuildPlan) -> str:
-    return plan.toolchain.triple or f"{plan.arch}-linux-gnu"
-
-
-def archive_name(plan: BuildPlan) -> str:
-    return f"q3build-{__version__}-llama-{plan.pin.upstream.tag}-{triple(plan)}-{plan.target_name}.tar.gz"
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -108,9 +100,9 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
         emu = {"argv": emulation.argv(plan), "env": dict(t.emulator.env or {}), "apt": list(t.emulator.apt)}
     return {
         "schema": MANIFEST_SCHEMA,
-        "name": archive_name(plan)[:-len(".tar.gz")],
+        "name": plan.archive_name[:-len(".tar.gz")],
         "q3build": __version__,
-        "target": plan.target_name, "variant": plan.target_name, "triple": triple(plan), "arch": plan.arch,
+        "target": plan.target_name, "variant": plan.target_name, "triple": plan.triple, "arch": plan.arch,
         "cross": t.cross,
         "source_date_epoch": epoch,
         "upstream": {"name": plan.pin.upstream.name, "commit": plan.pin.upstream.commit,
@@ -246,7 +238,7 @@ def build(project: Project, plan: BuildPlan, series: LoadedSeries, env: Mapping[
     sums = "".join(f"{_sha256(data)}  {p}\n" for p, (data, _) in sorted(files.items()))
     files[SUMS] = (sums.encode(), False)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dest = out_dir / archive_name(plan)
+    dest = out_dir / plan.archive_name
     write_archive(dest, man["name"], files, epoch)
     digest = _sha256(dest.read_bytes())
     return {"archive": str(dest), "sha256": digest, "size": dest.stat().st_size, "files": len(files),

@@ -105,8 +105,14 @@ class BuildPlan:
         return platform.machine() if a == "native" else a
 
     @property
+    def triple(self) -> str:
+        """The target triple artifacts are named by (the toolchain's, else <arch>-linux-gnu)."""
+        return self.toolchain.triple or f"{self.arch}-linux-gnu"
+
+    @property
     def archive_name(self) -> str:
-        return f"q3tts-{__version__}-llama.cpp-{self.pin.upstream.tag}-{self.target_name}-{self.arch}.tar.gz"
+        """The release archive `q3build package` writes (the one definition of its name)."""
+        return f"q3build-{__version__}-llama-{self.pin.upstream.tag}-{self.triple}-{self.target_name}.tar.gz"
 
     @property
     def artifacts(self) -> tuple[str, ...]:
