@@ -9,7 +9,6 @@ it is installed here), and expects the distribution string the manifest names.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import platform
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from . import proc
 from .errors import InputError
 from .package import MANIFEST, SBOM, SUMS
+from .series import sha256_file
 
 
 @dataclass
@@ -33,10 +33,6 @@ class Check:
 
     def to_json(self) -> dict:
         return {"name": self.name, "status": self.status, "detail": self.detail}
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _extract(archive: Path, dest: Path) -> tuple[Path | None, Check]:
@@ -69,8 +65,8 @@ def _check_sums(top: Path) -> Check:
     present = {p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file()} - {SUMS}
     problems = [f"{p}: not listed" for p in sorted(present - set(listed))]
     problems += [f"{p}: listed but missing" for p in sorted(set(listed) - present)]
-    problems += [f"{p}: sha256 mismatch (listed {listed[p][:12]}…, file {_sha(top / p)[:12]}…)"
-                 for p in sorted(present & set(listed)) if _sha(top / p) != listed[p]]
+    problems += [f"{p}: sha256 mismatch (listed {listed[p][:12]}…, file {sha256_file(top / p)[:12]}…)"
+                 for p in sorted(present & set(listed)) if sha256_file(top / p) != listed[p]]
     if problems:
         return Check("sha256sums", "failed", "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
     return Check("sha256sums", "ok", f"{len(listed)} files")
@@ -96,7 +92,7 @@ def _check_manifest(top: Path, man: dict | None) -> Check:
         p = top / f["path"]
         if not p.is_file():
             problems.append(f"{f['path']}: in the manifest but not in the archive")
-        elif _sha(p) != f["sha256"]:
+        elif sha256_file(p) != f["sha256"]:
             problems.append(f"{f['path']}: sha256 differs from the manifest")
         elif bool(p.stat().st_mode & 0o111) != f["executable"]:
             problems.append(f"{f['path']}: executable bit differs from the manifest")
