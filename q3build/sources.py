@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import requests
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from . import gitutil, proc, ui
+from . import gitutil, proc, safetar, ui
 from .errors import CommandError, FetchError, ToolMissingError
 from .pin import Pin, Source
 from .project import Project
@@ -148,7 +148,8 @@ def download(url: str, dest: Path, *, sha256: str | None) -> Path:
 def extract_tree(archive: Path, dest: Path, *, strip: int, subdir: str) -> None:
     """Extract the part of a tarball under ``strip`` leading components and ``subdir``.
 
-    Uses the PEP 706 ``data`` filter: no absolute paths, no links out of dest, no devices.
+    Extraction follows PEP 706's ``data`` policy (``safetar``): no absolute paths, no links out of
+    dest, no devices — on interpreters without the filter too.
     """
     sub = PurePosixPath(subdir) if subdir else None
     with tarfile.open(archive) as tf:
@@ -161,15 +162,15 @@ def extract_tree(archive: Path, dest: Path, *, strip: int, subdir: str) -> None:
                 link = _relocate(m.linkname, strip, sub)
                 if link is None:
                     raise FetchError(f"{archive.name}: {m.name} links outside the extracted tree")
-                m = m.replace(name=rel, linkname=link, deep=False)
+                m = safetar.with_names(m, name=rel, linkname=link)
             else:
-                m = m.replace(name=rel, deep=False)
+                m = safetar.with_names(m, name=rel)
             members.append(m)
         if not members:
             raise FetchError(f"{archive.name}: nothing under {subdir or '(root)'} after stripping {strip} component(s)")
         try:
-            tf.extractall(dest, members=members, filter="data")
-        except tarfile.FilterError as e:
+            safetar.extract(tf, dest, members)
+        except safetar.UnsafeMember as e:
             raise FetchError(f"{archive.name}: refusing unsafe member: {e}") from None
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import proc
+from . import proc, safetar
 from .errors import InputError
 from .package import MANIFEST, SBOM, SUMS
 from .series import sha256_file
@@ -46,7 +46,9 @@ def _extract(archive: Path, dest: Path) -> tuple[Path | None, Check]:
             tops = {PurePosixPath(m.name).parts[0] for m in members if m.name}
             if len(tops) != 1:
                 return None, Check("archive", "failed", f"expected one top-level directory, found {sorted(tops)[:5]}")
-            tf.extractall(dest, filter="data")
+            safetar.extract(tf, dest)
+    except safetar.UnsafeMember as e:
+        return None, Check("archive", "failed", f"unsafe member: {e}")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         return None, Check("archive", "failed", f"corrupt or not a tar.gz: {e}")
     return dest / tops.pop(), Check("archive", "ok", f"{len(members)} entries")

@@ -66,8 +66,9 @@ def test_make_host_builds_server_and_tts_with_version(work, capsys):
     server, tts = stage / "bin" / "llama-server", stage / "bin" / "llama-tts"
     version = subprocess.run([server, "--version"], capture_output=True, text=True)
     out = version.stdout + version.stderr
-    series = json.loads(subprocess.run(["q3build", "--project", str(REPO), "patches", "list", "--json"],
-                                       capture_output=True, text=True, check=True).stdout)
+    capsys.readouterr()
+    assert q3("patches", "list", "--json") == 0
+    series = json.loads(capsys.readouterr().out)
     assert f"build 11312, commit 0c1e570, q3build 0.1.0 series {series['series_digest'][:12]}" in out
     assert f"overlay {series['overlay_digest'][:12]}" in out
     help_out = subprocess.run([tts, "--help"], capture_output=True, text=True)

@@ -1,0 +1,4 @@
+"""`python -m q3build`: the same CLI as the console script, through this interpreter."""
+from .cli import entry
+
+entry()
