@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from .errors import CommandError, ToolMissingError
+from q3build.errors import CommandError, ToolMissingError
 
 log = logging.getLogger(__name__)
 

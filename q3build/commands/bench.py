@@ -17,9 +17,9 @@ import json
 import os
 from pathlib import Path
 
-from .. import ui
-from ..errors import InputError
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
+from q3build.errors import InputError
 
 NAME = "bench"
 HELP = "measure speech performance (RTF, stages, TTFA, RSS, bandwidth) against the official reference"
@@ -62,7 +62,7 @@ def parse_threads(spec: str, cpus: int) -> tuple[int, ...]:
 
 
 def parse_quants(spec: str) -> tuple[str, ...]:
-    from ..bench import QUANTS
+    from q3build.speech.bench import QUANTS
 
     out = tuple(q.strip() for q in spec.split(",") if q.strip())
     bad = [q for q in out if q not in QUANTS]
@@ -72,7 +72,7 @@ def parse_quants(spec: str) -> tuple[str, ...]:
 
 
 def run(args, ctx) -> int:
-    from .. import bench
+    from q3build.speech import bench
 
     if args.markdown:
         docs = []
@@ -92,7 +92,7 @@ def run(args, ctx) -> int:
     if args.frames <= 0:
         raise InputError("--frames must be positive")
     hf = Path(args.model).resolve()
-    from ..model import convert
+    from q3build.speech.model import convert
     config = convert.check_checkpoint(hf)
     variant = config.get("tts_model_type", "base")
     speaker = args.speaker
@@ -141,7 +141,7 @@ def run(args, ctx) -> int:
 
 def _speech_server(path: Path, env) -> Path | None:
     """llama-server, if it is built with the speech service (knows --tts-max-frames)."""
-    from .. import bench
+    from q3build.speech import bench
 
     if not path.is_file():
         return None

@@ -25,9 +25,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .. import emulation, package, ui, validate
-from ..errors import CheckFailed, InputError
-from ._common import add_target, print_json, resolve
+from q3build import ui
+from q3build.commands._common import add_target, print_json, resolve
+from q3build.errors import CheckFailed, InputError
+from q3build.release import package
+from q3build.speech import validate
+from q3build.toolchains import emulation
 
 NAME = "validate"
 HELP = "run the staged llama-server with a speech model and check the speech service"
@@ -70,7 +73,7 @@ def _model(ctx, args, plan) -> tuple[Path, Path | None]:
             raise InputError(f"--model {d}: no {' or '.join(missing)} in it",
                              hint="make one with `q3build model tiny … && q3build model convert …`")
         return d, None
-    from ..model import convert, shapes, tiny
+    from q3build.speech.model import convert, shapes, tiny
 
     root = ctx.project.work / "validate" / "model" / f"custom_voice-{plan.series_digest[:12]}"
     gguf = root / "gguf"
@@ -97,7 +100,7 @@ def _parity(ctx, args, plan, model: Path, hf: Path | None) -> validate.Check:
                                                    "(run `q3build model parity HF_DIR --model DIR`)")
     if importlib.util.find_spec("qwen_tts") is None:
         return validate.Check("parity", "skipped", "the official qwen-tts is not installed (scripts/bootstrap --test)")
-    from ..model import parity
+    from q3build.speech.model import parity
 
     t0 = time.monotonic()
     with ui.step("Parity of llama-tts with the official implementation"):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
 import pytest
 import requests
 
-from q3build import cli, validate
+from q3build import cli
+from q3build.speech import validate
 
 from ..conftest import REPO
 

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from q3build import bench
 from q3build.commands import bench as bench_cmd
 from q3build.errors import InputError
+from q3build.speech import bench
 
 LOG = """\
 load_tensors: ...
@@ -185,7 +185,7 @@ def test_parse_threads_and_quants():
 
 
 def test_shape_name_matches_released_geometry():
-    from q3build.model import shapes, tiny
+    from q3build.speech.model import shapes, tiny
 
     assert bench.shape_name(tiny.model_config(shapes.SHAPE_0_6B, "custom_voice")) == "0.6b"
     assert bench.shape_name(tiny.model_config(shapes.SHAPE_1_7B, "base")) == "1.7b"
@@ -209,7 +209,7 @@ def _qwen_tts_config_module(rel: str):
 
 def test_released_shapes_agree_with_the_official_config_classes():
     """The values shapes.py cites as the official config classes' defaults are those defaults."""
-    from q3build.model import shapes
+    from q3build.speech.model import shapes
 
     cfg = _qwen_tts_config_module("core/models/configuration_qwen3_tts.py")
     tok = _qwen_tts_config_module("core/tokenizer_12hz/configuration_qwen3_tts_tokenizer_v2.py")

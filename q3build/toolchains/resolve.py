@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import proc
-from .errors import ToolMissingError
-from .recipe import Target
+from q3build import proc
+from q3build.core.recipe import Target
+from q3build.errors import ToolMissingError
 
 # The compiler wrappers q3build renders for a zig toolchain (templates/zig-wrapper.sh.j2), by role.
 ZIG_WRAPPERS = {"cc": "zig-cc", "cxx": "zig-c++", "ar": "zig-ar", "ranlib": "zig-ranlib"}

@@ -23,9 +23,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from . import emulation
-from .errors import BuildError
-from .plan import BuildPlan
+from q3build.core.plan import BuildPlan
+from q3build.errors import BuildError
+from q3build.toolchains import emulation
 
 QUANTIZE_FNS = "test-quantize-fns"
 BACKEND_OPS = "test-backend-ops"

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .errors import RecipeError
+from q3build.errors import RecipeError
 
 
 def doc(text: str, **kw) -> Any:

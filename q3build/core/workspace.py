@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitutil, sources, ui
-from .errors import PatchError, WorkspaceError
-from .pin import Pin
-from .project import Project, ensure_owned_dir, git_env
-from .series import LoadedSeries, PatchEntry
+from q3build import ui
+from q3build.core import gitutil, sources
+from q3build.core.pin import Pin
+from q3build.core.series import LoadedSeries, PatchEntry
+from q3build.errors import PatchError, WorkspaceError
+from q3build.project import Project, ensure_owned_dir, git_env
 
 BRANCH = "q3build/patched"
 STAMP = "q3build-stamp.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import git as gitpython
 
-from . import proc
+from q3build import proc
 
 # -c options on every call: byte-exact content, no hooks, no signing, no background gc.
 FIXED_CONFIG = (

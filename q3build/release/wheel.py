@@ -14,10 +14,11 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import __version__, proc, render, ui
-from .errors import BuildError
-from .plan import BuildPlan
-from .project import Project
+from q3build import __version__, proc, ui
+from q3build.core import render
+from q3build.core.plan import BuildPlan
+from q3build.errors import BuildError
+from q3build.project import Project
 
 BINARIES = ("llama-server", "llama-tts")
 TEMPLATES = (("wheel/pyproject.toml.j2", "pyproject.toml"), ("wheel/CMakeLists.txt.j2", "CMakeLists.txt"))

@@ -25,11 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import gitutil, sources, ui, workspace
-from .errors import FetchError, InputError
-from .pin import Pin
-from .project import Project, ensure_owned_dir, git_env
-from .series import LoadedSeries
+from q3build import ui
+from q3build.core import gitutil, sources, workspace
+from q3build.core.pin import Pin
+from q3build.core.series import LoadedSeries
+from q3build.errors import FetchError, InputError
+from q3build.project import Project, ensure_owned_dir, git_env
 
 VERDICTS = ("clean", "3-way", "conflict", "upstream")
 

@@ -20,11 +20,13 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import __version__, emulation, render
-from .errors import BuildError, InputError, WorkspaceError
-from .plan import BuildPlan
-from .project import Project
-from .series import LoadedSeries
+from q3build import __version__
+from q3build.core import render
+from q3build.core.plan import BuildPlan
+from q3build.core.series import LoadedSeries
+from q3build.errors import BuildError, InputError, WorkspaceError
+from q3build.project import Project
+from q3build.toolchains import emulation
 
 MANIFEST = "manifest.json"
 SBOM = "sbom.cdx.json"

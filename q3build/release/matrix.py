@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import recipe, toolchains
-from .project import Project
+from q3build.core import recipe
+from q3build.project import Project
+from q3build.toolchains import resolve as toolchains
 
 RUNNER = "ubuntu-24.04"
 

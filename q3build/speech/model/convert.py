@@ -19,10 +19,13 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from .. import pin as pin_mod, proc, series as series_mod, ui, workspace
-from ..errors import InputError, Q3BuildError
-from ..project import Project
-from ..series import sha256_file
+from q3build import proc, ui
+from q3build.core import pin as pin_mod
+from q3build.core import series as series_mod
+from q3build.core import workspace
+from q3build.core.series import sha256_file
+from q3build.errors import InputError, Q3BuildError
+from q3build.project import Project
 
 TALKER = "talker.gguf"
 MMPROJ = "mmproj.gguf"

@@ -447,7 +447,7 @@ def run_reference(checkpoint: Path, job: Job, threads: int, env: Mapping[str, st
                                    "instruct": job.instruct,
                                    "reference_wav": str(job.reference_wav) if job.reference_wav else None}))
         renv = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        m = run_measured([sys.executable, "-m", "q3build.model.reference_bench", req, out], renv)
+        m = run_measured([sys.executable, "-m", "q3build.speech.model.reference_bench", req, out], renv)
         if m.returncode != 0 or not out.is_file():
             tail = "\n".join(m.output.strip().splitlines()[-10:])
             raise RuntimeError(f"the official reference failed (exit {m.returncode}):\n{tail}")
@@ -467,7 +467,7 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
     chunk, which saves the rest of the synthesis. With `synthesis` a second, non-streamed request
     reads the server's own figures (llama-server gives -t to both the talker and the mtmd context,
     llama-tts only to the talker)."""
-    from .validate import Server, free_port
+    from q3build.speech.validate import Server, free_port
 
     port = free_port()
     argv = [str(llama_server), "-m", str(model_dir / "talker.gguf"), "--mmproj", str(model_dir / "mmproj.gguf"),
@@ -718,7 +718,7 @@ def machine_info() -> dict:
 
 def shape_name(config: Mapping) -> str:
     """Which geometry of q3build.model.shapes a checkpoint has (by talker width and depth)."""
-    from .model import shapes
+    from q3build.speech.model import shapes
 
     t = config.get("talker_config", {})
     for s in shapes.SHAPES.values():
@@ -749,7 +749,7 @@ def _checkpoint_digest(checkpoint: Path) -> dict:
 
 def ensure_converted(project, checkpoint: Path, out: Path, quant: str, env: Mapping[str, str], target: str) -> Path:
     """The checkpoint converted to `quant` under `out`; reused when converted from the same files."""
-    from .model import convert
+    from q3build.speech.model import convert
 
     stamp = out / ".bench-source.json"
     digest = _checkpoint_digest(checkpoint)
@@ -765,7 +765,7 @@ def ensure_converted(project, checkpoint: Path, out: Path, quant: str, env: Mapp
 
 
 def run_bench(project, plan: Plan, env: Mapping[str, str], *, target: str, log=print) -> dict:
-    from .model import convert
+    from q3build.speech.model import convert
 
     config = convert.check_checkpoint(plan.checkpoint)
     doc: dict = {"schema": SCHEMA, "checkpoint": str(plan.checkpoint), "shape": shape_name(config),

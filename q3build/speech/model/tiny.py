@@ -20,8 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from . import vocab
-from .shapes import ModelShape
+from q3build.speech.model import vocab
+from q3build.speech.model.shapes import ModelShape
 
 Variant = Literal["base", "custom_voice", "voice_design"]
 VARIANTS: tuple[str, ...] = ("base", "custom_voice", "voice_design")

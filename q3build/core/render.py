@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import TemplateError
+from q3build.errors import TemplateError
 
 
 def cmake_value(v) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from . import proc
+from q3build import proc
 
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5                  # codec frames per second

@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from . import proc, ui
-from .errors import CommandError, ToolMissingError
-from .recipe import CORE_ARCH_VAR, IME_FALLBACK_CORE_ARCH, core_arch_uses_ime
+from q3build import proc, ui
+from q3build.core.recipe import (
+    CORE_ARCH_VAR,
+    IME_FALLBACK_CORE_ARCH,
+    core_arch_uses_ime,
+)
+from q3build.errors import CommandError, ToolMissingError
 
 if TYPE_CHECKING:
-    from .plan import BuildPlan
+    from q3build.core.plan import BuildPlan
 
 
 def argv(plan: "BuildPlan", *, vlen: int | None = None, with_env: bool = False) -> list[str]:

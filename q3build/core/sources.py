@@ -21,13 +21,20 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import requests
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 
-from . import gitutil, proc, safetar, ui
-from .errors import CommandError, FetchError, ToolMissingError
-from .pin import Pin, Source
-from .project import Project
-from .series import sha256_file
+from q3build import proc, ui
+from q3build.core import gitutil, safetar
+from q3build.core.pin import Pin, Source
+from q3build.core.series import sha256_file
+from q3build.errors import CommandError, FetchError, ToolMissingError
+from q3build.project import Project
 
 log = logging.getLogger(__name__)
 

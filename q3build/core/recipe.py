@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import schema
-from .errors import RecipeError
-from .project import PIN_FILE, Project
-from .schema import doc
+from q3build.core import schema
+from q3build.core.schema import doc
+from q3build.errors import RecipeError
+from q3build.project import PIN_FILE, Project
 
 SCHEMA_VERSIONS = (1, 1)
 CMakeValue = bool | int | str

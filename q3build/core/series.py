@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import schema
-from .errors import PatchError, RecipeError
-from .project import Project
-from .schema import doc
+from q3build.core import schema
+from q3build.core.schema import doc
+from q3build.errors import PatchError, RecipeError
+from q3build.project import Project
 
 SCHEMA_VERSIONS = (1, 1)
 PATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.patch$")

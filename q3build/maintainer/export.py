@@ -15,11 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from . import gitutil, series as series_mod
-from .errors import WorkspaceError
-from .project import Project, git_env
-from .series import LoadedSeries, sha256_file
-from .workspace import Stamp, dirty_paths
+from q3build.core import gitutil
+from q3build.core import series as series_mod
+from q3build.core.series import LoadedSeries, sha256_file
+from q3build.core.workspace import Stamp, dirty_paths
+from q3build.errors import WorkspaceError
+from q3build.project import Project, git_env
 
 # Every option that changes format-patch output is fixed here, not left to git config.
 FORMAT_PATCH = ("format-patch", "--stdout", "--zero-commit", "--no-signature", "--no-numbered",

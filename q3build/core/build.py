@@ -16,11 +16,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from . import emulation, proc, ui
-from .errors import BuildError, CommandError, WorkspaceError
-from .plan import STAGED_OUTPUTS, BuildPlan
-from .project import Project, ensure_owned_dir
-from .series import sha256_file
+from q3build import proc, ui
+from q3build.core.plan import STAGED_OUTPUTS, BuildPlan
+from q3build.core.series import sha256_file
+from q3build.errors import BuildError, CommandError, WorkspaceError
+from q3build.project import Project, ensure_owned_dir
+from q3build.toolchains import emulation
 
 KEY_FILE = "q3build-key.json"
 

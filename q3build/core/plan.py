@@ -18,13 +18,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, emulation, pin as pin_mod, recipe as recipe_mod, render, series as series_mod, toolchains, ui
-from .errors import RecipeError, ToolMissingError
-from .pin import Pin
-from .project import Project
-from .recipe import Target
-from .series import LoadedSeries
-from .toolchains import ResolvedToolchain
+from q3build import __version__, ui
+from q3build.core import pin as pin_mod
+from q3build.core import recipe as recipe_mod
+from q3build.core import render
+from q3build.core import series as series_mod
+from q3build.core.pin import Pin
+from q3build.core.recipe import Target
+from q3build.core.series import LoadedSeries
+from q3build.errors import RecipeError, ToolMissingError
+from q3build.project import Project
+from q3build.toolchains import emulation
+from q3build.toolchains import resolve as toolchains
+from q3build.toolchains.resolve import ResolvedToolchain
 
 # Variables the zig toolchain needs (a recipe may not change them): zig has no OpenMP runtime, and it
 # links its libc++ statically into every shared object, so a shared build aborts at start-up

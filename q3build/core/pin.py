@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from . import schema
-from .project import Project
-from .schema import doc
+from q3build.core import schema
+from q3build.core.schema import doc
+from q3build.project import Project
 
 SCHEMA_VERSIONS = (1, 1)
 HEX40 = re.compile(r"^[0-9a-f]{40}$")

@@ -1,0 +1,1 @@
+"""Speech QA: checkpoints and conversion, validation of a built server, parity, benchmarks."""
