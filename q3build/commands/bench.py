@@ -92,6 +92,9 @@ def run(args, ctx) -> int:
         raise InputError("--model HF_DIR is required (or --markdown RUN_JSON to render results)")
     if args.frames <= 0:
         raise InputError("--frames must be positive")
+    if not args.no_reference:
+        from q3build.speech import reference
+        reference.require("bench (its reference side; --no-reference measures ours alone)")
     hf = Path(args.model).resolve()
     from q3build.speech.model import convert
     config = convert.check_checkpoint(hf)
