@@ -193,7 +193,7 @@ class BuildPlan:
 # Outputs that are installed into the staging prefix (the rest drive the build).
 STAGED_OUTPUTS = ("launcher", "systemd-unit")
 # Headers a zig recipe may force-include (toolchain.force_include), from templates/include/<name>.j2.
-FORCE_INCLUDES = ("spacemit-ime1-asm.h",)
+FORCE_INCLUDES = ("spacemit-ime1-asm.h", "spacemit-ime2-asm.h")
 
 
 WRAPPER_DIR = "toolchain"   # zig compiler wrappers, below the render dir
@@ -243,6 +243,8 @@ def cmake_args_from(env: Mapping[str, str], cli_defines: tuple[str, ...]) -> tup
 
 
 def with_toolchain_path(target: Target, options: Options) -> Target:
+    if options.toolchain_path and target.vendor_toolchain:
+        target = dataclasses.replace(target, toolchain=target.vendor_toolchain)
     if options.toolchain_path and target.toolchain.kind == "external":
         path = str(Path(options.toolchain_path).expanduser().resolve())
         return dataclasses.replace(target, toolchain=dataclasses.replace(target.toolchain, path=path))

@@ -114,6 +114,9 @@ class Target:
                              "(not inherited by extends)", default=())
     alias_preference: int = doc("rank among the targets sharing an alias (higher is tried first)", default=0)
     toolchain: Toolchain = doc("compilers", default=Toolchain())
+    vendor_toolchain: Toolchain | None = doc("compilers used instead of toolchain when --toolchain-path DIR is "
+                                             "given (a vendor toolchain no registry has, kind external)",
+                                             default=None)
     cpu: Cpu = doc("instruction set", default=Cpu())
     cmake: CMake = doc("CMake configuration", default=CMake())
     emulator: Emulator | None = doc("how to run target binaries here (cross targets)", default=None)
