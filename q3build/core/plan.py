@@ -260,9 +260,11 @@ def resolve_name(project: Project, name: str, options: Options = Options()) -> t
         recipe_mod.load(project, name)   # raises the unknown-target error with its suggestions
     skipped = []
     for cand, target in candidates:
-        ok, why = toolchains.available(with_toolchain_path(target, options))
+        target = with_toolchain_path(target, options)
+        ok, why = toolchains.available(target)
         if ok:
-            reason = f"{why}" + (f"; skipped {', '.join(skipped)}" if skipped else "")
+            reason = (f"{target.alias_note}; " if target.alias_note else "") + why
+            reason += f"; skipped {', '.join(skipped)}" if skipped else ""
             return cand, name, reason
         if options.toolchain_path and target.toolchain.kind == "external":
             # the user meant this one: do not fall back to another board silently

@@ -95,6 +95,10 @@ class Runtime:
     port: int = doc("port llama-server listens on", default=8080)
     threads: int = doc("inference threads (0: all online CPUs)", default=0)
     cpu_affinity: str | None = doc("CPU list for taskset, e.g. 0-3 (none: no pinning)", default=None)
+    placement: Literal["taskset", "ai-cores"] = doc(
+        "where the launcher puts the server: taskset (on cpu_affinity, if set) or ai-cores (SpacemiT K3: the "
+        "A100 cores through /proc/set_ai_thread when the kernel has it; taskset still wins when a CPU list "
+        "is given)", default="taskset")
     model_dir: str = doc("speech model directory (talker GGUF + mmproj GGUF)", default="/var/lib/q3tts/model")
     talker: str = doc("talker GGUF file name inside model_dir", default="talker.gguf")
     mmproj: str = doc("mmproj GGUF file name inside model_dir", default="mmproj.gguf")
@@ -113,6 +117,7 @@ class Target:
                              "the highest alias_preference whose toolchain is available is used "
                              "(not inherited by extends)", default=())
     alias_preference: int = doc("rank among the targets sharing an alias (higher is tried first)", default=0)
+    alias_note: str | None = doc("why an alias prefers this target, shown by `plan` (not inherited)", default=None)
     toolchain: Toolchain = doc("compilers", default=Toolchain())
     vendor_toolchain: Toolchain | None = doc("compilers used instead of toolchain when --toolchain-path DIR is "
                                              "given (a vendor toolchain no registry has, kind external)",
@@ -178,7 +183,7 @@ def names(project: Project) -> list[str]:
     return sorted(p.stem for p in project.recipes_dir.glob("*.yaml") if p.name != pin)
 
 
-NOT_INHERITED = ("description", "aliases", "alias_preference")
+NOT_INHERITED = ("description", "aliases", "alias_preference", "alias_note")
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -111,3 +111,68 @@ def test_cpu_affinity_uses_taskset(launcher):
     recorded = (tmp / "taskset").read_text().splitlines()
     assert recorded[:3] == ["-c", "0", str(script.parent / "llama-server")]
     assert (tmp / "args").read_text().splitlines()[0] == "-m"
+
+
+AI_RECIPE = """\
+schema: 1
+description: launcher test, K3 placement
+runtime:
+  placement: ai-cores
+  threads: 8
+"""
+
+PID_SERVER = """\
+#!/bin/sh
+printf '%s' "$$" > "$PID_OUT"
+printf '%s\\n' "$@" > "$ARGS_OUT"
+"""
+
+
+@pytest.fixture
+def ai_launcher(proj, tmp_path):
+    (proj.root / "recipes" / "k3like.yaml").write_text(AI_RECIPE)
+    plan = plan_mod.resolve(_project(proj), "k3like", dict(os.environ))
+    bindir = tmp_path / "stage" / "bin"
+    bindir.mkdir(parents=True)
+    script = bindir / "q3tts-serve"
+    script.write_text(plan.file("launcher").content)
+    script.chmod(0o755)
+    (bindir / "llama-server").write_text(PID_SERVER)
+    (bindir / "llama-server").chmod(0o755)
+    make_models(str(tmp_path / "m"))
+    return script, tmp_path
+
+
+def test_ai_cores_placement_writes_the_server_pid_to_set_ai_thread(ai_launcher):
+    script, tmp = ai_launcher
+    ai = tmp / "set_ai_thread"
+    ai.write_text("")
+    r = run(script, tmp, {"Q3TTS_MODEL_DIR": str(tmp / "m"), "Q3TTS_AI_THREAD_FILE": str(ai),
+                          "PID_OUT": str(tmp / "pid")})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    # the shell wrote its own id, then exec'd: the server is that process
+    assert ai.read_text().strip() == (tmp / "pid").read_text()
+    args = (tmp / "args").read_text().splitlines()
+    assert args[args.index("-t") + 1] == "8"
+
+
+def test_ai_cores_placement_without_the_proc_file_says_so_and_serves(ai_launcher):
+    script, tmp = ai_launcher
+    missing = tmp / "no-such-proc" / "set_ai_thread"
+    r = run(script, tmp, {"Q3TTS_MODEL_DIR": str(tmp / "m"), "Q3TTS_AI_THREAD_FILE": str(missing),
+                          "PID_OUT": str(tmp / "pid")})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f"q3tts-serve: {missing} not present (not a K3 kernel?): running on the default cores\n")
+    assert (tmp / "pid").exists()
+
+
+def test_ai_cores_placement_off_or_an_explicit_cpu_list_leaves_the_proc_file_alone(ai_launcher):
+    script, tmp = ai_launcher
+    ai = tmp / "set_ai_thread"
+    ai.write_text("")
+    for extra in ({"Q3TTS_AI_CORES": "0"}, {"Q3TTS_CPUS": "0"}):
+        r = run(script, tmp, {"Q3TTS_MODEL_DIR": str(tmp / "m"), "Q3TTS_AI_THREAD_FILE": str(ai),
+                              "PID_OUT": str(tmp / "pid"), **extra})
+        assert r.returncode == 0, (extra, r.stderr)
+        assert ai.read_text() == "", extra

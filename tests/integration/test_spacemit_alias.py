@@ -1,4 +1,5 @@
-"""`q3build plan --target spacemit` on the real recipes, with and without a (fake) SpacemiT toolchain."""
+"""`q3build plan --target spacemit` on the real recipes, with and without a (fake) SpacemiT toolchain:
+K3 either way (zig with the IME2 macro header, or SpacemiT's GCC given with --toolchain-path)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_alias_picks_k3_when_its_toolchain_is_given(tmp_path, monkeypatch, capsy
     assert rc == 0, out.err
     plan = json.loads(out.out)
     assert plan["target"] == "spacemit-k3"
-    assert plan["alias"] == {"name": "spacemit", "reason": f"toolchain given by --toolchain-path {root}"}
+    assert plan["alias"] == {"name": "spacemit", "reason": "K3 is the board of the SpacemiT llama.cpp fork's published "
+                             f"figures (IME2 on the A100 cores); toolchain given by --toolchain-path {root}"}
     tc = plan["toolchain"]
     assert tc["kind"] == "external" and tc["path"] == str(root)
     assert tc["cc"] == str(root / "bin" / "riscv64-unknown-linux-gnu-gcc") and "13.1.0" in tc["cc_version"]
@@ -44,13 +46,26 @@ def test_alias_picks_k3_when_its_toolchain_is_given(tmp_path, monkeypatch, capsy
     assert plan["emulator"][:3] == ["qemu-riscv64", "-L", str(root / "sysroot")]
 
 
-def test_alias_picks_k1_without_it(tmp_path, monkeypatch, capsys):
+def test_alias_picks_k3_with_zig_without_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("Q3BUILD_WORK_DIR", str(tmp_path / "work"))
     rc, out = plan_json(capsys)
     assert rc == 0, out.err
     plan = json.loads(out.out)
-    assert plan["target"] == "spacemit-k1" and plan["toolchain"]["kind"] == "zig"
-    assert "spacemit-k3 (needs SpacemiT's own toolchain: --toolchain-path not given)" in plan["alias"]["reason"]
+    assert plan["target"] == "spacemit-k3" and plan["toolchain"]["kind"] == "zig"
+    assert plan["toolchain"]["path"] is None
+    assert plan["alias"]["reason"].startswith("K3 is the board of the SpacemiT llama.cpp fork's published figures")
+    assert "zig from PyPI ziglang is installed" in plan["alias"]["reason"]
+    assert "include/spacemit-ime2-asm.h" in [f["path"] for f in plan["rendered"]]
+    assert plan["cmake"]["cache"]["GGML_CPU_RISCV64_SPACEMIT"] == "ON"
+    assert "vlen=1024" in plan["emulator"][-1]
+
+
+def test_plan_says_why_in_its_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("Q3BUILD_WORK_DIR", str(tmp_path / "work"))
+    capsys.readouterr()
+    assert cli.main(["--project", str(REPO), "plan", "--target", "spacemit"]) == 0
+    out = " ".join(capsys.readouterr().err.split())   # the table is on the console (stderr), wrapped
+    assert "spacemit → spacemit-k3, because K3 is the board of the SpacemiT llama.cpp fork's published figures" in out
 
 
 def test_k3_with_a_foreign_sysroot_fails_before_configure(tmp_path, monkeypatch, capsys):

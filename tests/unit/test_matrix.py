@@ -16,17 +16,23 @@ RECIPES = ("host", "riscv64", "spacemit-k1", "spacemit-k3")
 
 def test_matrix_lists_buildable_targets_and_says_why_others_are_left_out(tmp_path, monkeypatch, capsys):
     project = make_project(tmp_path, monkeypatch, recipes=RECIPES)
+    # a target only a vendor toolchain builds (as spacemit-k3 was before the IME2 macros) stays out
+    (project.recipes_dir / "vendor-only.yaml").write_text(
+        "schema: 1\ndescription: vendor GCC only\nextends: riscv64\n"
+        "toolchain: {kind: external, triple: riscv64-unknown-linux-gnu, glibc: null}\n")
     assert cli.main(["--project", str(project.root), "matrix", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     by_target = {e["target"]: e for e in out["include"]}
-    assert sorted(by_target) == ["host", "riscv64", "spacemit-k1"]
+    assert sorted(by_target) == ["host", "riscv64", "spacemit-k1", "spacemit-k3"]
     assert by_target["host"]["cross"] is False and by_target["host"]["emulator"] is None
     rv = by_target["riscv64"]
     assert rv["cross"] is True and rv["emulator"] == "qemu-riscv64"
     assert {"qemu-user", "libc6-dev-riscv64-cross", "cmake", "git"} <= set(rv["apt"].split())
     assert rv["pip"] == "ziglang==0.17.1"
     assert "build-essential" in by_target["host"]["apt"].split()
-    assert [x["target"] for x in out["excluded"]] == ["spacemit-k3"]
+    # K3 builds from registries too (zig); its vendor toolchain is only an alternative
+    assert by_target["spacemit-k3"]["toolchain"] == "zig" and by_target["spacemit-k3"]["pip"] == "ziglang==0.17.1"
+    assert [x["target"] for x in out["excluded"]] == ["vendor-only"]
     assert "--toolchain-path" in out["excluded"][0]["reason"]
 
 
@@ -36,7 +42,7 @@ def test_github_format_is_one_output_line(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("matrix=")
     matrix = json.loads(out[len("matrix="):])
-    assert [e["target"] for e in matrix["include"]] == ["host", "riscv64", "spacemit-k1"]
+    assert [e["target"] for e in matrix["include"]] == ["host", "riscv64", "spacemit-k1", "spacemit-k3"]
     assert all(e["runs-on"] for e in matrix["include"])
 
 

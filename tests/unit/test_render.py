@@ -32,6 +32,31 @@ def test_rendered_files_match_golden(tmp_path, monkeypatch, target):
     assert names == on_disk
 
 
+@pytest.mark.parametrize("target", ["spacemit-k1", "spacemit-k3"])
+def test_board_launchers_match_golden(tmp_path, monkeypatch, target):
+    """The real board recipes' launcher and service: K3 moves the server onto the A100 cores through
+    /proc/set_ai_thread, K1 keeps taskset. (Their zig wrappers hold this machine's paths, so only the
+    staged files are golden.)"""
+    from q3build.toolchains import resolve as toolchains
+    monkeypatch.setattr(toolchains, "zig_executable", lambda: "/opt/ziglang/zig")
+    p = make_project(tmp_path, monkeypatch, recipes=("riscv64", target))
+    plan = plan_mod.resolve(p, target, {"PATH": "/usr/bin"}, plan_mod.Options(jobs=2))
+    staged = [f for f in plan.files if f.name in plan_mod.STAGED_OUTPUTS]
+    assert sorted(f.path for f in staged) == ["bin/q3tts-serve", "lib/systemd/system/q3tts.service"]
+    for f in staged:
+        golden = GOLDEN / target / f.path
+        if UPDATE:
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(f.content)
+        assert f.content == golden.read_text(), f"{f.path} differs from {golden}"
+    launcher = plan.file("launcher").content
+    if target == "spacemit-k3":
+        assert 'Q3TTS_AI_THREAD_FILE=/proc/set_ai_thread' in launcher and '"$$" > "$Q3TTS_AI_THREAD_FILE"' in launcher
+        assert "Q3TTS_THREADS=8;" in launcher
+    else:
+        assert "set_ai_thread" not in launcher and 'exec taskset -c "$Q3TTS_CPUS" "$@"' in launcher
+
+
 def test_native_target_has_no_toolchain_file_and_cross_has_one(tmp_path, monkeypatch):
     p = make_project(tmp_path, monkeypatch, recipes=("host", "rv-example"))
     env = {"PATH": "/usr/bin"}

@@ -58,8 +58,17 @@ def test_recipes_share_riscv64_through_extends(project):
     assert (k1.toolchain.features, k1.toolchain.force_include, k1.toolchain.append_cxxflags) == (
         ("xsmtvdot",), ("spacemit-ime1-asm.h",), ("-std=gnu++20",))
     assert rv.toolchain.features == () and rv.cpu.ime == "none"
-    assert k3.toolchain.kind == "external" and k3.toolchain.glibc is None and k3.cpu.ime == "ime2"
+    # K3 is zig too (IME2 through the .insn macro header); SpacemiT's GCC is the --toolchain-path alternative
+    assert k3.toolchain.kind == "zig" and k3.toolchain.glibc == "2.36" and k3.cpu.ime == "ime2"
+    assert (k3.toolchain.features, k3.toolchain.force_include, k3.toolchain.append_cxxflags) == (
+        ("zvl1024b",), ("spacemit-ime2-asm.h",), ("-std=gnu++20",))
+    assert k3.vendor_toolchain.kind == "external" and k3.vendor_toolchain.glibc is None
+    assert k3.vendor_toolchain.features == () and k3.vendor_toolchain.link_libs == ("-latomic",)
+    assert k1.vendor_toolchain is None
     assert k3.cmake.options["GGML_RV_ZVFBFWMA"] is True and "zvfbfwma" in k3.cpu.march
+    # the A100 code runs under qemu at its own VLEN (qemu 7.2's maximum)
+    assert k3.emulator.vlen == 1024
+    assert (k3.runtime.placement, k3.runtime.threads, k1.runtime.placement) == ("ai-cores", 8, "taskset")
     assert "zvfbfwma" not in k1.cpu.march
     # aliases are not inherited: riscv64 is no SpacemiT board
     assert rv.aliases == () and k1.aliases == k3.aliases == ("spacemit",)
@@ -72,19 +81,34 @@ def test_recipes_share_riscv64_through_extends(project):
 
 # --- the spacemit alias ----------------------------------------------------------------------
 
-def test_alias_resolves_to_k1_without_vendor_toolchain_and_says_why(project):
+def test_alias_resolves_to_k3_with_zig_and_says_why(project):
+    plan = plan_mod.resolve(project, "spacemit", ENV)
+    assert plan.target_name == "spacemit-k3" and plan.alias == "spacemit"
+    assert plan.toolchain.kind == "zig"
+    assert plan.alias_reason == ("K3 is the board of the SpacemiT llama.cpp fork's published figures (IME2 on "
+                                 "the A100 cores); zig from PyPI ziglang is installed")
+    assert plan.to_json()["alias"] == {"name": "spacemit", "reason": plan.alias_reason}
+    assert plan.build_dir.name == "spacemit-k3"
+
+
+def test_alias_falls_back_to_k1_when_k3_cannot_build_and_says_why(project):
+    # a K3 recipe that needs a toolchain this machine lacks: the alias goes on to K1 and names what it skipped
+    import yaml
+    k3 = project.recipes_dir / "spacemit-k3.yaml"
+    data = yaml.safe_load(k3.read_text())
+    data["toolchain"] = {"kind": "external", "triple": "riscv64-unknown-linux-gnu", "glibc": None}
+    k3.write_text(yaml.safe_dump(data))
     plan = plan_mod.resolve(project, "spacemit", ENV)
     assert plan.target_name == "spacemit-k1" and plan.alias == "spacemit"
-    assert "spacemit-k3 (needs SpacemiT's own toolchain: --toolchain-path not given)" in plan.alias_reason
-    assert plan.to_json()["alias"] == {"name": "spacemit", "reason": plan.alias_reason}
-    assert plan.build_dir.name == "spacemit-k1"
+    assert "skipped spacemit-k3 (needs SpacemiT's own toolchain: --toolchain-path not given)" in plan.alias_reason
 
 
 def test_alias_resolves_to_k3_with_vendor_toolchain(project, tmp_path):
     root = vendor_toolchain(tmp_path)
     plan = plan_mod.resolve(project, "spacemit", ENV, plan_mod.Options(toolchain_path=str(root)))
     assert plan.target_name == "spacemit-k3"
-    assert plan.alias_reason == f"toolchain given by --toolchain-path {root}"
+    assert plan.alias_reason.endswith(f"published figures (IME2 on the A100 cores); toolchain given by "
+                                      f"--toolchain-path {root}")
     assert plan.toolchain.path == str(root)
     assert plan.toolchain.sysroot == f"{root}/sysroot"
     assert plan.to_json()["toolchain"]["path"] == str(root)
@@ -97,13 +121,32 @@ def test_alias_with_a_wrong_toolchain_path_does_not_fall_back_silently(project, 
                             "bin/riscv64-unknown-linux-gnu-gcc")
 
 
-def test_k3_without_toolchain_path_says_so_and_offers_the_zig_builds(project):
-    with pytest.raises(ToolMissingError) as e:
-        plan_mod.resolve(project, "spacemit-k3", ENV)
-    msg = str(e.value)
-    assert msg.startswith("target spacemit-k3 needs the vendor toolchain (spacemit-toolchain-linux-glibc-x86_64")
-    assert "--toolchain-path DIR" in msg and "\n" not in msg
-    assert "--target spacemit-k1" in e.value.hint and "--target riscv64" in e.value.hint
+def test_k3_without_toolchain_path_builds_with_zig_and_the_ime2_header(project):
+    plan = plan_mod.resolve(project, "spacemit-k3", ENV)
+    assert plan.toolchain.kind == "zig" and plan.toolchain.path is None
+    files = {f.name: f for f in plan.files}
+    assert "include/spacemit-ime2-asm.h" in files and "include/spacemit-ime1-asm.h" not in files
+    header = files["include/spacemit-ime2-asm.h"].content
+    for mnemonic in ("vmadot", "vmadotu", "vmadotsu", "vmadot.hp", "vmadotu.hp", "vmadotsu.hp", "vpack.vv",
+                     "vupack.vv", "vnpack4.vv"):
+        assert f'".macro {mnemonic} vd, vs1, vs2' in header, mnemonic
+    assert header.count(".insn r 0x2b,") == 4 * 2 + 3 + 3
+    cxx = files["zig-cxx"].content
+    assert "+zvl1024b" in cxx and str(plan.render_dir / "include" / "spacemit-ime2-asm.h") in cxx
+    assert plan.cache_vars["SPACEMIT_RISCV_COMPILER_SUPPORT_VNPACK"] is True
+    assert "vlen=1024" in " ".join(plan.to_json()["emulator"])
+
+
+def test_k3_with_toolchain_path_uses_the_vendor_toolchain_and_records_it(project, tmp_path):
+    root = vendor_toolchain(tmp_path)
+    plan = plan_mod.resolve(project, "spacemit-k3", ENV, plan_mod.Options(toolchain_path=str(root)))
+    assert plan.toolchain.kind == "external" and plan.toolchain.path == str(root)
+    assert plan.to_json()["toolchain"]["path"] == str(root)
+    # no zig wrappers or macro header for GCC, which knows the IME2 mnemonics itself
+    assert not [f for f in plan.files if f.name.startswith(("zig-", "include/"))]
+    assert "-latomic" in plan.file("toolchain").content
+    zig = plan_mod.resolve(project, "spacemit-k3", ENV)
+    assert zig.cache_key != plan.cache_key
 
 
 def test_alias_with_equal_preferences_is_ambiguous(project):
