@@ -37,6 +37,10 @@ def show(plan) -> None:
     if plan.alias:
         t.add_row("alias", f"{plan.alias} → {plan.target_name}, because {plan.alias_reason}")
     t.add_row("target", f"{plan.target_name}: {plan.target.description}")
+    if plan.target.cpu.ime != "none":
+        ime = plan.target.cpu.ime.upper()
+        t.add_row("SpacemiT", f"{ime} kernels: after configure RISCV64_SPACEMIT_IME_SPEC must list "
+                              f"RISCV64_SPACEMIT_{ime}, else the build stops")
     t.add_row("llama.cpp", f"{u.commit} ({u.tag}, {u.date}), tree {u.tree}")
     t.add_row("sources", ", ".join(s.label for s in plan.pin.sources))
     t.add_row("series", f"{plan.series_digest[:12]} ({len(plan.patches)} patches)")

@@ -53,6 +53,9 @@ def add_arguments(p) -> None:
     p.add_argument("--model", metavar="DIR", type=Path,
                    help=f"converted model directory ({TALKER} + {MMPROJ}); default: a tiny random one")
     p.add_argument("--url", metavar="URL", help="validate a running server instead of starting the staged one")
+    p.add_argument("--board", metavar="ssh://[user@]host[:port]",
+                   help="run the packaged archive on that board over ssh (uname -m checked before copying) and "
+                        "check it there; honours ~/.ssh/config, extra ssh options in Q3BUILD_SSH_OPTIONS")
     p.add_argument("--max-frames", type=int, default=16, metavar="N", help="frame cap per request (default 16)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--voice", help="voice to use (default: the first one listed)")
@@ -116,6 +119,34 @@ def _parity(ctx, args, plan, model: Path, hf: Path | None) -> validate.Check:
     return c
 
 
+def _on_board(ctx, args, settings, record: dict) -> tuple[list, Path]:
+    """The packaged build on a board over ssh: the same HTTP checks, results written here."""
+    from q3build.release import board as board_mod
+
+    address = board_mod.parse(args.board)
+    plan, _pin, series = resolve(args, ctx)
+    b = board_mod.Board(address, ctx.env)
+    machine = board_mod.check_machine(b, plan.arch, plan.target_name)
+    settings.timeout = args.timeout or 300.0
+    model, _hf = _model(ctx, args, plan)
+    with ui.step(f"Packaging {plan.target_name}"):
+        archive = Path(package.build(ctx.project, plan, series, ctx.env, ctx.project.work / "dist")["archive"])
+    out = args.out or package.validation_path(ctx.project, plan.target_name).parent / "board" / address.slug \
+        / "validation.json"
+    log_file = out.parent / "server.log"
+    deployed = board_mod.deploy(b, plan, archive, model, machine)
+    try:
+        record.update(target=plan.target_name, cache_key=plan.cache_key, version=deployed.version, emulator=None,
+                      board={"address": str(address), "machine": machine, "archive": archive.name},
+                      model=str(model), server_log=str(log_file))
+        checks = board_mod.validate(deployed, settings, log_file, max_frames=args.max_frames)
+    finally:
+        b.remove(deployed.scratch)
+    checks.append(validate.Check("parity", "skipped", "--board: parity runs the reference and llama-tts side by "
+                                                      "side on this machine only"))
+    return checks, out
+
+
 def run(args, ctx) -> int:
     if args.max_frames < 1:
         raise InputError(f"--max-frames {args.max_frames}: expected a positive frame count")
@@ -124,7 +155,12 @@ def run(args, ctx) -> int:
     t0 = time.monotonic()
     settings = validate.Settings(max_frames=args.max_frames, seed=args.seed, voice=args.voice)
     record: dict = {"q3build_validation": 1, "max_frames": args.max_frames, "seed": args.seed}
-    if args.url:
+    if args.board:
+        if args.url:
+            raise InputError("validate: --board runs the packaged server on the board; --url checks a running one: "
+                             "give one of them")
+        checks, out = _on_board(ctx, args, settings, record)
+    elif args.url:
         settings.timeout = args.timeout or 120.0
         out = args.out or ctx.project.work / "validate" / "url" / "validation.json"
         record.update(target=None, url=args.url, emulator=None, cache_key=None)
@@ -172,6 +208,7 @@ def run(args, ctx) -> int:
         print_json(record)
     tab = Table(title=f"validate {record['target'] or record.get('url')}"
                       + (f" under {record['emulator'].split()[0]}" if record.get("emulator") else "")
+                      + (f" on {record['board']['address']}" if record.get("board") else "")
                       + f": {out}")
     for c in ("check", "result", "seconds", "detail"):
         tab.add_column(c)

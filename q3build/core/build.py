@@ -139,6 +139,7 @@ def check_ime_spec(plan: BuildPlan, log) -> None:
         raise BuildError(f"configure of target {plan.target_name}: the compiler cannot assemble SpacemiT "
                          f"{ime.upper()} instructions (RISCV64_SPACEMIT_IME_SPEC is {spec or 'empty'!r}, "
                          f"cpu.ime wants {want}); see {log}")
+    ui.info(f"RISCV64_SPACEMIT_IME_SPEC: {spec} (ggml's probe found the {ime.upper()} instructions)")
 
 
 def _first_error(tail: str) -> str:

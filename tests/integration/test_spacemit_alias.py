@@ -66,6 +66,7 @@ def test_plan_says_why_in_its_table(tmp_path, monkeypatch, capsys):
     assert cli.main(["--project", str(REPO), "plan", "--target", "spacemit"]) == 0
     out = " ".join(capsys.readouterr().err.split())   # the table is on the console (stderr), wrapped
     assert "spacemit → spacemit-k3, because K3 is the board of the SpacemiT llama.cpp fork's published figures" in out
+    assert "IME2 kernels: after configure RISCV64_SPACEMIT_IME_SPEC must list RISCV64_SPACEMIT_IME2" in out
 
 
 def test_k3_with_a_foreign_sysroot_fails_before_configure(tmp_path, monkeypatch, capsys):
