@@ -40,6 +40,9 @@ def add_arguments(p) -> None:
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="runs per configuration, the fastest is kept (default 1)")
     p.add_argument("--no-reference", action="store_true", help="skip the official implementation")
+    p.add_argument("--board", metavar="ssh://[user@]host[:port]",
+                   help="run the packaged build on that board over ssh and report our own figures there (RTF, "
+                        "TTFA, stages, RSS of llama-server; no reference); see `validate --board`")
     p.add_argument("--no-server", action="store_true", help="skip the llama-server TTFA measurement")
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="array size of the read-bandwidth test")
     p.add_argument("--json", action="store_true", help="print the result document on stdout")
@@ -92,6 +95,8 @@ def run(args, ctx) -> int:
         raise InputError("--model HF_DIR is required (or --markdown RUN_JSON to render results)")
     if args.frames <= 0:
         raise InputError("--frames must be positive")
+    if args.board:
+        return _on_board(args, ctx)
     if not args.no_reference:
         from q3build.speech import reference
         reference.require("bench (its reference side; --no-reference measures ours alone)")
@@ -151,3 +156,60 @@ def _speech_server(path: Path, env) -> Path | None:
         return None
     m = proc.run_measured([path, "--help"], env, timeout=60)
     return path if "--tts-max-frames" in m.output else None
+
+
+def _on_board(args, ctx) -> int:
+    """Our own figures on a board: each quantisation converted here, served there by the packaged
+    launcher at each thread count (the board's CPU count for 'all')."""
+    from q3build.commands._common import resolve
+    from q3build.release import board as board_mod
+    from q3build.release import package
+    from q3build.speech import argv as speech_argv
+    from q3build.speech.bench import runs
+    from q3build.speech.model import convert
+
+    address = board_mod.parse(args.board)
+    plan, _pin, series = resolve(args, ctx)
+    b = board_mod.Board(address, ctx.env)
+    machine = board_mod.check_machine(b, plan.arch, plan.target_name)
+    cpus = int(b.run(["getconf", "_NPROCESSORS_ONLN"]).stdout.strip() or 1)
+    hf = Path(args.model).resolve()
+    config = convert.check_checkpoint(hf)
+    speaker = args.speaker or next(iter(config.get("talker_config", {}).get("spk_id", {})), None)
+    job = runs.Job(text=args.text, frames=args.frames, language=args.language,
+                   voice=speech_argv.Voice(speaker=speaker, instruct=args.instruct))
+    quants, threads = parse_quants(args.quant), parse_threads(args.threads, cpus)
+    gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
+    models = {q: runs.ensure_converted(ctx.project, hf, gguf_root / q, q, ctx.env, "host") for q in quants}
+    with ui.step(f"Packaging {plan.target_name}"):
+        archive = Path(package.build(ctx.project, plan, series, ctx.env, ctx.project.work / "dist")["archive"])
+    logs = ctx.project.work / "bench" / "board" / address.slug
+    deployed = board_mod.deploy(b, plan, archive, None, machine)
+    doc: dict = {"schema": runs.SCHEMA, "checkpoint": str(hf), "shape": runs.shape_name(config),
+                 "variant": config.get("tts_model_type"), "frames": args.frames, "text": args.text,
+                 "speaker": speaker, "target": plan.target_name, "build": deployed.version,
+                 "board": {"address": str(address), "machine": machine, "cpus": cpus, "archive": archive.name},
+                 "configs": [], "notes": list(args.note) + [
+                     "measured on the board through the packaged launcher: our own figures only (the official "
+                     "reference does not run there)"]}
+    try:
+        for q in quants:
+            for t in threads:
+                ui.info(f"▶ board {address}: {q}, {t} thread(s)")
+                server = board_mod.bench_config(deployed, models[q], job, t, logs / f"{q}-{t}.log")
+                doc["configs"].append({"quant": q, "threads": t, "server": server})
+    finally:
+        b.remove(deployed.scratch)
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print_json(doc)
+    else:
+        for c in doc["configs"]:
+            s, syn = c["server"], c["server"].get("synthesis") or {}
+            if s.get("error"):
+                ui.info(f"{c['quant']:<5} {c['threads']} thr  not measured: {s['error']}")
+                continue
+            ui.info(f"{c['quant']:<5} {c['threads']} thr  RTF {syn.get('rtf') or float('nan'):.2f}  "
+                    f"TTFA {s['ttfa_ms']:.0f} ms (warm {s['ttfa_warm_ms']:.0f} ms)  RSS {s['peak_rss_mib']} MiB")
+    return 0

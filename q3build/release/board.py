@@ -170,17 +170,19 @@ class Deployed:
     version: str
 
 
-def deploy(board: Board, plan, archive: Path, model: Path, machine: str) -> Deployed:
+def deploy(board: Board, plan, archive: Path, model: Path | None, machine: str) -> Deployed:
     """Copy and unpack the archive and the model in a scratch dir (the caller removes it with
     ``board.remove``), and check the unpacked llama-server's --version; ``check_machine`` comes first."""
     from q3build.speech.facts import model_files
 
     scratch = board.scratch()
     try:
-        with ui.step(f"Copying {archive.name} and the model to {board.address}:{scratch}"):
-            board.run(["mkdir", f"{scratch}/model"])
+        with ui.step(f"Copying {archive.name}" + (" and the model" if model else "")
+                     + f" to {board.address}:{scratch}"):
             board.copy_to([archive], scratch)
-            board.copy_to(list(model_files(model)), f"{scratch}/model")
+            if model is not None:
+                board.run(["mkdir", f"{scratch}/model"])
+                board.copy_to(list(model_files(model)), f"{scratch}/model")
             board.run(["tar", "-xzf", f"{scratch}/{archive.name}", "-C", scratch])
         top = f"{scratch}/{archive.name[:-len('.tar.gz')]}"
         env = [f"{k}={v}" for k, v in (plan.target.runtime.env or {}).items()]
@@ -217,5 +219,54 @@ def validate(deployed: Deployed, settings, log_file: Path, *, max_frames: int) -
                 return checks_mod.run_checks(server.base, settings)
         finally:
             # stop the server on the board first: ssh then ends by itself
+            deployed.board.run(["sh", "-c", 'kill "$(cat "$1/server.pid")" 2>/dev/null || true', "sh",
+                                deployed.scratch], check=False, timeout=60)
+
+
+def _peak_rss_mib(deployed: Deployed) -> float | None:
+    """VmHWM of the server on the board (it is the process whose id the launcher's shell recorded)."""
+    r = deployed.board.run(["sh", "-c", 'grep VmHWM "/proc/$(cat "$1/server.pid")/status"', "sh", deployed.scratch],
+                           check=False, timeout=60)
+    parts = r.stdout.split()
+    return round(int(parts[1]) / 1024, 1) if r.returncode == 0 and len(parts) >= 2 and parts[1].isdigit() else None
+
+
+def bench_config(deployed: Deployed, model: Path, job, threads: int, log_file: Path, *,
+                 startup_timeout: float = 900) -> dict:
+    """Our own figures of one configuration on the board (no reference there): the packaged launcher
+    serves the model with `threads`; cold TTFA (first streamed request), the service's own figures of a
+    whole request (RTF, per-stage ms), warm TTFA, and the server's peak RSS read on the board."""
+    from q3build.speech import argv as speech_argv
+    from q3build.speech.bench.runs import server_synthesis
+    from q3build.speech.facts import model_files
+    from q3build.speech.server import Server, free_port
+
+    remote_model = f"{deployed.scratch}/model-{model.name}"
+    deployed.board.run(["mkdir", "-p", remote_model])
+    deployed.board.copy_to(list(model_files(model)), remote_model)
+    local, remote = free_port(), remote_port()
+    env = {"Q3TTS_MODEL_DIR": remote_model, "Q3TTS_HOST": "127.0.0.1", "Q3TTS_PORT": str(remote),
+           "Q3TTS_THREADS": str(threads)}
+    argv = deployed.board.server_argv(deployed.scratch, f"{deployed.top}/bin/q3tts-serve", env,
+                                      ["--tts-max-frames", str(job.frames), *speech_argv.BENCH_NUMERICS],
+                                      local_port=local, remote_port=remote)
+    with Server(argv, deployed.board.env, log_file, local) as server:
+        try:
+            why = server.wait_healthy(startup_timeout)
+            if why:
+                return {"ttfa_ms": None, "error": f"on {deployed.board.address}: {why}"}
+            client = server.client(timeout=3600)
+            body = {"input": job.text, "voice": job.voice.speaker or "default", "response_format": "pcm",
+                    "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0,
+                    "instructions": job.voice.instruct}
+            try:
+                result = client.time_stream(body, whole=False)
+                result["synthesis"] = server_synthesis(client, {**body, "stream_format": None})
+                result["ttfa_warm_ms"] = client.time_stream(body, whole=False)["ttfa_ms"]
+            except RuntimeError as e:
+                return {"ttfa_ms": None, "error": str(e).splitlines()[0]}
+            result["peak_rss_mib"] = _peak_rss_mib(deployed)
+            return result
+        finally:
             deployed.board.run(["sh", "-c", 'kill "$(cat "$1/server.pid")" 2>/dev/null || true', "sh",
                                 deployed.scratch], check=False, timeout=60)

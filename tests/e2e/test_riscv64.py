@@ -1,4 +1,4 @@
-"""riscv64 and SpacemiT K1 for real: zig cross builds of the pinned tree, run under qemu-user.
+"""riscv64 and SpacemiT K1/K3 for real: zig cross builds of the pinned tree, run under qemu-user.
 
 Needs what `scripts/bootstrap --test` installs (ziglang 0.17.1, qemu-user, libc6-dev-riscv64-cross).
 Cold: ~4-5 min per build on 2 cores (zig's libc++ bootstrap once per machine, in the q3build cache);
@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from q3build import cli
+from q3build.toolchains import spacemit
 
 from ..conftest import REPO
 
@@ -85,31 +86,96 @@ def test_kernels_riscv64_pass_under_qemu(q3):
     assert rc == 0
 
 
-def test_make_spacemit_alias_builds_k1_with_ime1_and_runs_with_the_fallback(q3, work, monkeypatch):
-    # the user's environment asks for IME1: qemu cannot run it, so the emulated run says so and uses 0x503C
-    monkeypatch.setenv("SPACEMIT_CORE_ARCH", "0xA03C")
+def test_make_spacemit_alias_builds_k3_with_ime2_and_runs_with_the_fallback(q3, work, monkeypatch):
+    # the user's environment asks for IME2: qemu cannot run it, so the emulated run says so and uses 0x503C
+    monkeypatch.setenv("SPACEMIT_CORE_ARCH", "0xA064")
     rc, s = q3("make", "--target", "spacemit", "--json")
     assert rc == 0, s
-    assert s["target"] == "spacemit-k1" and s["alias"] == "spacemit"
-    assert "skipped spacemit-k3" in s["alias_reason"]
+    assert s["target"] == "spacemit-k3" and s["alias"] == "spacemit"
+    assert s["alias_reason"].startswith("K3 is the board of the SpacemiT llama.cpp fork's published figures")
     assert "series" in s["version"]
+    # the A100 code runs at its own vector length under qemu
+    assert "vlen=1024" in s["version_checked_with"]
+    assert "SPACEMIT_CORE_ARCH=0xA064 asks for SpacemiT IME2, but qemu-riscv64 has no IME instructions" in \
+        " ".join(q3.err.split())
+    log = (work / "build" / "spacemit-k3.logs" / "configure.log").read_text()
+    assert "RISCV64_SPACEMIT_IME_SPEC: RISCV64_SPACEMIT_IME1;RISCV64_SPACEMIT_IME2" in log
+    assert "RISCV64_SPACEMIT_IME_SPEC: RISCV64_SPACEMIT_IME1;RISCV64_SPACEMIT_IME2" in q3.err
+    server = work / "stage" / "spacemit-k3" / "bin" / "llama-server"
+    desc = file_of(server)
+    assert "UCB RISC-V" in desc and "double-float ABI" in desc
+    info = json.loads((work / "stage" / "spacemit-k3" / "share" / "q3build" / "build-info.json").read_text())
+    assert info["plan"]["toolchain"]["kind"] == "zig" and info["plan"]["toolchain"]["path"] is None
+    # the IME2 kernels are in the binary: every family the kernels use, by its spec encoding
+    words = spacemit.count_words(server)
+    print(f"\nIME words in spacemit-k3 llama-server: {dict(sorted(words.items()))}")
+    families = {name.split()[0] for name in words if spacemit.is_ime2(name)}
+    assert {"vmadot", "vmadotu", "vmadotsu", "vmadot.hp", "vmadotu.hp", "vmadotsu.hp", "vpack.vv", "vupack.vv",
+            "vnpack4.vv"} <= families
+    assert sum(n for name, n in words.items() if spacemit.is_ime2(name)) >= 100
+    launcher = (work / "stage" / "spacemit-k3" / "bin" / "q3tts-serve").read_text()
+    assert "SPACEMIT_CORE_ARCH=0xA064" in launcher and "Q3TTS_AI_THREAD_FILE=/proc/set_ai_thread" in launcher
+
+
+def test_every_ime_line_of_the_pinned_kernels_assembles_to_its_spec_word(work, tmp_path):
+    """Each distinct IME asm line in ggml's ime1/ime2 kernels, assembled by the spacemit-k3 wrappers."""
+    import re
+
+    src = work / "src" / "llama.cpp" / "ggml" / "src" / "ggml-cpu" / "spacemit"
+    pattern = re.compile(r'"\s*((?:vmadot[a-z.]*|vpack\.vv|vupack\.vv|vnpack4\.vv)\s[^"\\]*?)\s*(?:\\n|")')
+    lines = sorted({" ".join(m.group(1).split()) for f in ("ime1_kernels.cpp", "ime2_kernels.cpp")
+                    for m in pattern.finditer((src / f).read_text())})
+    assert len(lines) > 200, lines[:5]
+    expected = [_spec_word(ln) for ln in lines]
+    words = _assemble(work, tmp_path, lines)
+    wrong = [(ln, f"{w:#010x}", f"{e:#010x}") for ln, w, e in zip(lines, words, expected) if w != e]
+    assert len(words) == len(lines) and wrong == []
+
+
+def _spec_word(line: str) -> int:
+    name, rest = line.split(" ", 1)
+    ops = [o.strip() for o in rest.split(",")]
+    vd, vs1, vs2 = (int(o[1:]) for o in ops[:3])
+    if name in spacemit.DOT_FUNCT3:
+        return spacemit.encode(name, vd, vs1, vs2, ty=ops[3] if len(ops) > 3 else "i8")
+    if name in spacemit.HP_FUNCT7:
+        return spacemit.encode(name, vd, vs1, vs2, scale=int(ops[3][1:]), imm=int(ops[4]), ty=ops[5])
+    return spacemit.encode(name, vd, vs1, vs2, imm=int(ops[3]))
+
+
+def _assemble(work, tmp_path, lines) -> list[int]:
+    cc = work / "render" / "spacemit-k3" / "toolchain" / "zig-cc"
+    body = "".join(f'"{ln}\\n"\n' for ln in lines)
+    (tmp_path / "k.c").write_text(f"__attribute__((naked)) void k(void) {{ __asm__ volatile(\n{body}); }}\n")
+    r = subprocess.run([str(cc), "-march=rv64gcv_zfh_zvfh_zba", "-c", str(tmp_path / "k.c"), "-o",
+                        str(tmp_path / "k.o")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return list(spacemit.instructions(spacemit.elf_section((tmp_path / "k.o").read_bytes(), ".text")))
+
+
+def test_make_spacemit_k1_has_ime1_only_and_runs_with_the_fallback(q3, work, monkeypatch):
+    # the user's environment asks for IME1: qemu cannot run it, so the emulated run says so and uses 0x503C
+    monkeypatch.setenv("SPACEMIT_CORE_ARCH", "0xA03C")
+    rc, s = q3("make", "--target", "spacemit-k1", "--json")
+    assert rc == 0, s
+    assert s["target"] == "spacemit-k1" and "series" in s["version"]
     assert "SPACEMIT_CORE_ARCH=0xA03C asks for SpacemiT IME1, but qemu-riscv64 has no IME instructions" in \
         " ".join(q3.err.split())
     log = (work / "build" / "spacemit-k1.logs" / "configure.log").read_text()
-    assert "RISCV64_SPACEMIT_IME_SPEC: RISCV64_SPACEMIT_IME1" in log
-    desc = file_of(work / "stage" / "spacemit-k1" / "bin" / "llama-server")
-    assert "UCB RISC-V" in desc
+    assert "RISCV64_SPACEMIT_IME_SPEC: RISCV64_SPACEMIT_IME1\n" in log
+    server = work / "stage" / "spacemit-k1" / "bin" / "llama-server"
+    assert "UCB RISC-V" in file_of(server)
+    words = spacemit.count_words(server)
+    assert words["vmadot i8"] > 0 and not [n for n in words if spacemit.is_ime2(n)], words
     launcher = (work / "stage" / "spacemit-k1" / "bin" / "q3tts-serve").read_text()
-    assert "SPACEMIT_CORE_ARCH=0xA03C" in launcher
+    assert "SPACEMIT_CORE_ARCH=0xA03C" in launcher and "set_ai_thread" not in launcher
 
 
-def test_spacemit_k3_without_toolchain_is_one_clear_line(q3):
-    rc, _ = q3("make", "--target", "spacemit-k3")
+def test_spacemit_k3_with_a_missing_toolchain_path_is_one_clear_line(q3, tmp_path):
+    rc, _ = q3("make", "--target", "spacemit-k3", "--toolchain-path", str(tmp_path / "nowhere"))
     err = q3.err.splitlines()
     assert rc == 5
-    assert err[0].startswith("q3build: error: target spacemit-k3 needs the vendor toolchain")
-    assert "--toolchain-path DIR" in err[0]
-    assert err[1].startswith("q3build: hint:") and "spacemit-k1" in err[1] and "riscv64" in err[1]
+    assert err[0] == f"q3build: error: --toolchain-path {tmp_path / 'nowhere'}: not a directory"
 
 
 def _speak(server_argv, env, log, body, dump):
@@ -131,9 +197,11 @@ def _speak(server_argv, env, log, body, dump):
     return r.content, np.fromfile(dump / "codes.i32", dtype=np.int32)
 
 
-def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
-    """The riscv64 llama-server under qemu (RVV, VLEN 256) answers a speech request with a valid
-    24 kHz WAV whose greedy codes equal the native build's; prints the wall time of the emulated run."""
+@pytest.mark.parametrize("target", ["riscv64", "spacemit-k3"])
+def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path, target):
+    """The riscv64 llama-server under qemu (RVV, VLEN 256; spacemit-k3: the A100 build at VLEN 1024 with
+    the non-IME fallback) answers a speech request with a valid 24 kHz WAV whose greedy codes equal the
+    native build's; prints the wall time of the emulated run."""
     import io
     import os
     import time
@@ -145,7 +213,7 @@ def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
     from q3build.project import Project
     from q3build.toolchains import emulation
 
-    assert q3("make", "--target", "riscv64")[0] == 0
+    assert q3("make", "--target", target)[0] == 0
     assert q3("make", "--target", "host")[0] == 0
     assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(tmp_path / "hf"))[0] == 0
     assert q3("model", "convert", str(tmp_path / "hf"), "--out", str(tmp_path / "model"))[0] == 0
@@ -160,14 +228,17 @@ def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
     native = [str(work / "stage" / "host" / "bin" / "llama-server"), *model]
     x86_wav, x86_codes = _speak(native, os.environ, tmp_path / "x86.log", body, tmp_path / "dump-x86")
 
-    plan = plan_mod.resolve(Project.discover(os.environ, project=str(REPO)), "riscv64", os.environ,
+    plan = plan_mod.resolve(Project.discover(os.environ, project=str(REPO)), target, os.environ,
                             plan_mod.Options())
     env, _ = emulation.environment(plan, os.environ)
-    emulated = [*emulation.argv(plan), str(work / "stage" / "riscv64" / "bin" / "llama-server"), *model]
+    if target == "spacemit-k3":
+        # IME compiled in, the fallback chosen: qemu has no IME instructions
+        assert env["SPACEMIT_CORE_ARCH"] == "0x503C" and "vlen=1024" in emulation.argv(plan)[-1]
+    emulated = [*emulation.argv(plan), str(work / "stage" / target / "bin" / "llama-server"), *model]
     t0 = time.monotonic()
     rv_wav, rv_codes = _speak(emulated, env, tmp_path / "rv.log", body, tmp_path / "dump-rv")
     wall = time.monotonic() - t0
-    print(f"\nqemu riscv64 speech run (start, load, 12 frames, stop): {wall:.1f} s wall")
+    print(f"\nqemu {target} speech run (start, load, 12 frames, stop): {wall:.1f} s wall")
 
     info = sf.info(io.BytesIO(rv_wav))
     assert (info.samplerate, info.channels, info.subtype) == (24000, 1, "PCM_16") and info.frames > 0
@@ -180,7 +251,7 @@ def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
     for name, prefix, run_env in (("x86", [], os.environ), ("rv", emulation.argv(plan), env)):
         dump = tmp_path / f"tts-{name}"
         dump.mkdir()
-        tool = work / "stage" / ("host" if name == "x86" else "riscv64") / "bin" / "llama-tts"
+        tool = work / "stage" / ("host" if name == "x86" else target) / "bin" / "llama-tts"
         r = subprocess.run([*prefix, str(tool), *tts_args, "-o", str(dump / "out.wav")], capture_output=True,
                            text=True, env={**run_env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
