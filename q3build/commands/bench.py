@@ -190,8 +190,8 @@ def _on_board(args, ctx) -> int:
                  "speaker": speaker, "target": plan.target_name, "build": deployed.version,
                  "board": {"address": str(address), "machine": machine, "cpus": cpus, "archive": archive.name},
                  "configs": [], "notes": list(args.note) + [
-                     "measured on the board through the packaged launcher: our own figures only (the official "
-                     "reference does not run there)"]}
+                     ("measured on the board through the packaged launcher: our own figures only (the official "
+                      "reference does not run there)")]}
     try:
         for q in quants:
             for t in threads:

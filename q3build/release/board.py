@@ -97,7 +97,7 @@ class Board:
         """Run a command on the board (argv, quoted for its shell); output captured."""
         try:
             r = subprocess.run(self.ssh_argv(command), env=self.env, capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired:
             raise BoardError(f"board {self.address}: {shlex.join(command)} did not finish in {timeout:.0f} s") from None
         if r.returncode == SSH_EXIT_CONNECTION:
@@ -113,7 +113,7 @@ class Board:
     def copy_to(self, files: Sequence[Path], remote_dir: str) -> None:
         port = ["-P", str(self.address.port)] if self.address.port else []
         argv = ["scp", "-q", *self.options, *port, *map(str, files), f"{self.address.destination}:{remote_dir}/"]
-        r = subprocess.run(argv, env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        r = subprocess.run(argv, env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
             raise BoardError(f"board {self.address}: copying {', '.join(f.name for f in files)} failed: {last}")

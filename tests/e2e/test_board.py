@@ -70,7 +70,7 @@ def test_validate_on_the_board(q3, server, host_work):
     out = host_work / "validate" / "host" / "board" / f"127.0.0.1-{server.port}"
     assert json.loads((out / "validation.json").read_text()) == record
     # the server's output came back through ssh
-    assert "listening" in (out / "server.log").read_text() or "HTTP server" in (out / "server.log").read_text()
+    assert "listening on http://127.0.0.1:" in (out / "server.log").read_text()
     # scratch dir removed, server stopped
     assert set(Path("/tmp").glob(f"{board_mod.SCRATCH_PREFIX}*")) == before
     assert _processes_mentioning(board_mod.SCRATCH_PREFIX) == []

@@ -77,8 +77,8 @@ def test_unreachable_board_is_one_line(server, ssh_env, capsys):
     before = _scratch_dirs()
     rc, err = q3(capsys, "validate", "--target", "host", "--board", f"ssh://127.0.0.1:{port}")
     assert rc == 7
-    assert err == [f"q3build: error: board ssh://127.0.0.1:{port} is unreachable: ssh: connect to host 127.0.0.1 "
-                   f"port {port}: Connection refused"]
+    assert err == [(f"q3build: error: board ssh://127.0.0.1:{port} is unreachable: ssh: connect to host 127.0.0.1 "
+                    f"port {port}: Connection refused")]
     assert _scratch_dirs() == before
 
 
@@ -96,8 +96,8 @@ def test_wrong_architecture_is_one_line_and_copies_nothing(server, ssh_env, caps
     before = _scratch_dirs()
     rc, err = q3(capsys, "validate", "--target", "riscv64", "--board", server.url())
     assert rc == 7
-    assert err == [f"q3build: error: board {server.url()} is {platform.machine()}, but target riscv64 is built "
-                   "for riscv64; nothing was copied"]
+    assert err == [(f"q3build: error: board {server.url()} is {platform.machine()}, but target riscv64 is built "
+                    "for riscv64; nothing was copied")]
     assert _scratch_dirs() == before
     assert not (tmp_path / "work" / "dist").exists()
 
