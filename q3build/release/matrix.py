@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from q3build.core import recipe
 from q3build.project import Project
+from q3build.toolchains import kind_of
 from q3build.toolchains import resolve as toolchains
 
 RUNNER = "ubuntu-24.04"
@@ -38,7 +39,7 @@ def entries(project: Project) -> tuple[list[Entry], list[dict]]:
     included, excluded = [], []
     for name in recipe.names(project):
         t = recipe.load(project, name)
-        if t.toolchain.kind == "external":
+        if not kind_of(t).in_ci:
             excluded.append({"target": name, "reason": f"toolchain kind 'external' ({t.toolchain.triple or '?'}): "
                                                        "needs a vendor toolchain given with --toolchain-path"})
             continue

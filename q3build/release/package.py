@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from q3build import __version__
-from q3build.core import render
 from q3build.core.plan import BuildPlan
 from q3build.core.series import LoadedSeries
 from q3build.errors import BuildError, InputError, WorkspaceError
@@ -121,12 +120,8 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
         "version_output": info.get("version_output", ""),
         "version_checked_with": info.get("version_checked_with"),
         "recipe": _plain(t),
-        "cmake": {"generator": plan.generator,
-                  "cache": {k: render.cmake_value(v) for k, v in sorted(plan.cache_vars.items())},
-                  "cmake_args": list(plan.cmake_args)},
-        "toolchain": {"kind": plan.toolchain.kind, "triple": plan.toolchain.triple,
-                      "cc_version": plan.toolchain.cc_version, "cxx_version": plan.toolchain.cxx_version,
-                      "zig": t.toolchain.version if t.toolchain.kind == "zig" else None},
+        "cmake": plan.cmake_record(),
+        "toolchain": _toolchain(plan),
         "linkage": "static" if str(plan.cmake_value("BUILD_SHARED_LIBS")).upper() in ("OFF", "FALSE", "0")
                    else "shared (rpath $ORIGIN/../lib)",
         "emulator": emu,
@@ -135,6 +130,15 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
         "files": [{"path": p, "sha256": _sha256(data), "size": len(data), "executable": ex}
                   for p, (data, ex) in sorted(files.items())],
     }
+
+
+def _toolchain(plan: BuildPlan) -> dict:
+    """The toolchain as the manifest records it: no path of this machine (cache dir, compiler location)."""
+    rec = plan.toolchain.to_record()
+    fetched = {k: v for k, v in (rec["fetch"] or {}).items() if k != "dir"} or None
+    return {"kind": rec["kind"], "triple": rec["triple"], "cc_version": rec["cc_version"],
+            "cxx_version": rec["cxx_version"], "zig": plan.target.toolchain.version if rec["zig"] else None,
+            "source": rec["source"], "fetch": fetched}
 
 
 def _plain(x):
