@@ -210,7 +210,7 @@ class Zig:
         for f in plan.files:
             if f.path.startswith(f"{WRAPPER_DIR}/"):
                 h.update(f.content.replace(plan.toolchain.zig or "", "zig")
-                         .replace(str(plan.render_dir), "render").encode())
+                         .replace(str(plan.render_dir), "render").replace(str(plan.zig_cache_dir), "cache").encode())
         return {"CCACHE_COMPILERCHECK": f"string:{h.hexdigest()[:32]}"}
 
 

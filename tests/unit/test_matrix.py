@@ -23,7 +23,7 @@ def test_matrix_lists_buildable_targets_and_says_why_others_are_left_out(tmp_pat
     assert by_target["host"]["cross"] is False and by_target["host"]["emulator"] is None
     rv = by_target["riscv64"]
     assert rv["cross"] is True and rv["emulator"] == "qemu-riscv64"
-    assert {"qemu-user", "libc6-dev-riscv64-cross", "cmake", "git"} <= set(rv["apt"].split())
+    assert {"qemu-user", "libc6-riscv64-cross", "cmake", "git"} <= set(rv["apt"].split())
     assert rv["pip"] == "ziglang==0.17.1"
     assert "build-essential" in by_target["host"]["apt"].split()
     assert [x["target"] for x in out["excluded"]] == ["spacemit-k3"]

@@ -12,6 +12,7 @@ from q3build.core import recipe
 from q3build.errors import RecipeError, ToolMissingError
 from q3build.toolchains import emulation, kernels
 from q3build.toolchains import resolve as toolchains
+from q3build.toolchains import zig as zig_kind
 
 from .helpers import make_project
 
@@ -21,7 +22,7 @@ ENV = {"PATH": "/usr/bin"}
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    monkeypatch.setattr(toolchains, "zig_executable", lambda: "/opt/ziglang/zig")
+    monkeypatch.setattr(zig_kind, "zig_executable", lambda: "/opt/ziglang/zig")
     return make_project(tmp_path, monkeypatch, recipes=("host", *RV))
 
 
@@ -76,7 +77,7 @@ def test_alias_resolves_to_k1_without_vendor_toolchain_and_says_why(project):
     plan = plan_mod.resolve(project, "spacemit", ENV)
     assert plan.target_name == "spacemit-k1" and plan.alias == "spacemit"
     assert "spacemit-k3 (needs SpacemiT's own toolchain: --toolchain-path not given)" in plan.alias_reason
-    assert plan.to_json()["alias"] == {"name": "spacemit", "reason": plan.alias_reason}
+    assert plan.to_record()["alias"] == {"name": "spacemit", "reason": plan.alias_reason}
     assert plan.build_dir.name == "spacemit-k1"
 
 
@@ -87,7 +88,7 @@ def test_alias_resolves_to_k3_with_vendor_toolchain(project, tmp_path):
     assert plan.alias_reason == f"toolchain given by --toolchain-path {root}"
     assert plan.toolchain.path == str(root)
     assert plan.toolchain.sysroot == f"{root}/sysroot"
-    assert plan.to_json()["toolchain"]["path"] == str(root)
+    assert plan.to_record()["toolchain"]["path"] == str(root)
 
 
 def test_alias_with_a_wrong_toolchain_path_does_not_fall_back_silently(project, tmp_path):
@@ -182,7 +183,7 @@ def test_riscv64_renders_zig_wrappers_and_toolchain_file(project):
     assert ('set(CMAKE_CROSSCOMPILING_EMULATOR "qemu-riscv64;-L;/usr/riscv64-linux-gnu;-cpu;'
             'rv64,v=true,vlen=256,elen=64,vext_spec=v1.0,Zfh=true,zba=true")') in tc
     assert plan.cache_vars["GGML_OPENMP"] is False and plan.cache_vars["BUILD_SHARED_LIBS"] is False
-    assert plan.to_json()["emulator"][:3] == ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"]
+    assert plan.to_record()["emulator"][:3] == ["qemu-riscv64", "-L", "/usr/riscv64-linux-gnu"]
 
 
 def test_k1_wrapper_force_includes_the_ime1_macro_and_appends_cxx20(project):
@@ -259,15 +260,15 @@ def test_sysroot_must_hold_the_target_libc(project, tmp_path):
     x86 = vendor_toolchain(tmp_path, machine=62) / "sysroot"
     with pytest.raises(ToolMissingError, match=r"libc.so.6 is not a riscv64 library \(ELF machine 62, expected 243\)"):
         toolchains.check_sysroot(rv, str(x86))
-    with pytest.raises(ToolMissingError, match=r"apt install libc6-dev-riscv64-cross"):
+    with pytest.raises(ToolMissingError, match=r"apt install libc6-riscv64-cross"):
         toolchains.check_sysroot(rv, "/usr/riscv64-nowhere")
 
 
 def test_doctor_tools_name_the_packages(project, monkeypatch):
-    monkeypatch.setattr(toolchains, "zig_executable", lambda: None)
+    monkeypatch.setattr(zig_kind, "zig_executable", lambda: None)
     tools = {t.purpose.split(":")[0]: t for t in toolchains.tools_for(recipe.load(project, "riscv64"), ENV)}
     assert tools["zig cc"].pip == "ziglang==0.17.1"
-    assert tools["target C library (sysroot)"].apt == "libc6-dev-riscv64-cross"
+    assert tools["target C library (sysroot)"].apt == "libc6-riscv64-cross"
     assert tools["run target binaries on this machine"].apt == "qemu-user"
     assert toolchains.available(recipe.load(project, "spacemit-k1")) == (False, "PyPI package ziglang is not installed")
 
