@@ -16,7 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from q3build import ui
-from q3build.commands._common import add_target, add_toolchain_options, print_json, resolve
+from q3build.commands._common import (
+    add_target,
+    add_toolchain_options,
+    print_json,
+    resolve,
+)
 from q3build.core.series import sha256_file
 from q3build.release import package
 

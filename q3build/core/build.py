@@ -171,7 +171,7 @@ def check_ime_spec(plan: BuildPlan, log) -> None:
     ime = plan.target.cpu.ime
     if ime == "none" or not plan.cache_vars.get("GGML_CPU_RISCV64_SPACEMIT"):
         return
-    m = re.search(r"^RISCV64_SPACEMIT_IME_SPEC: ?(.*)$", log.read_text(errors="replace"), re.M)
+    m = re.search(r"^RISCV64_SPACEMIT_IME_SPEC: ?(.*)$", log.read_text(errors="replace"), re.MULTILINE)
     spec = m.group(1).strip() if m else ""
     want = f"RISCV64_SPACEMIT_{ime.upper()}"
     if want not in spec.split(";"):
@@ -182,7 +182,7 @@ def check_ime_spec(plan: BuildPlan, log) -> None:
 
 def _first_error(tail: str) -> str:
     lines = tail.splitlines()
-    errs = [ln for ln in lines if re.search(r"\berror\b", ln, re.I)]
+    errs = [ln for ln in lines if re.search(r"\berror\b", ln, re.IGNORECASE)]
     return "  " + "\n  ".join((errs or lines)[-5:])
 
 

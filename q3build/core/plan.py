@@ -162,8 +162,7 @@ class BuildPlan:
             "alias": {"name": self.alias, "reason": self.alias_reason} if self.alias else None,
             "description": self.target.description,
             "q3build": __version__,
-            "upstream": {"commit": self.pin.upstream.commit, "build": self.pin.upstream.build,
-                         "tag": self.pin.upstream.tag, "tree": self.pin.upstream.tree, "date": self.pin.upstream.date},
+            "upstream": self.upstream_record(),
             "sources": [s.label for s in self.pin.sources],
             "series_digest": self.series_digest,
             "overlay_digest": self.overlay_digest,
@@ -181,6 +180,10 @@ class BuildPlan:
             "archive": self.archive_name,
             "cache_key": self.cache_key,
         }
+
+    def upstream_record(self) -> dict:
+        u = self.pin.upstream
+        return {"name": u.name, "commit": u.commit, "build": u.build, "tag": u.tag, "tree": u.tree, "date": u.date}
 
     def cmake_record(self) -> dict:
         return {"generator": self.generator,
@@ -222,7 +225,7 @@ def parse_defines(args: list[str], where: str) -> dict[str, str]:
     """-DNAME=VALUE / -DNAME:TYPE=VALUE pairs from CMAKE_ARGS or --define, for the record."""
     out = {}
     for a in args:
-        body = a[2:] if a.startswith("-D") else a
+        body = a.removeprefix("-D")
         if "=" not in body:
             raise RecipeError(f"{where}: {a!r}: expected -DNAME=VALUE")
         name, value = body.split("=", 1)

@@ -28,7 +28,7 @@ class Entry:
     apt: tuple[str, ...]
     pip: tuple[str, ...]
 
-    def to_json(self) -> dict:
+    def to_record(self) -> dict:
         return {"target": self.target, "arch": self.arch, "toolchain": self.toolchain, "cross": self.cross,
                 "emulator": self.emulator, "apt": " ".join(self.apt), "pip": " ".join(self.pip),
                 "runs-on": RUNNER}
@@ -60,4 +60,4 @@ def entries(project: Project) -> tuple[list[Entry], list[dict]]:
 def github(project: Project) -> dict:
     """The value of `strategy.matrix` (``fromJSON`` of the job output)."""
     included, _ = entries(project)
-    return {"include": [e.to_json() for e in included]}
+    return {"include": [e.to_record() for e in included]}

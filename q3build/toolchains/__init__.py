@@ -17,5 +17,5 @@ if TYPE_CHECKING:
 KINDS: dict[str, Kind] = {k.name: k for k in (native.KIND, cross.GCC, cross.CLANG, zig.KIND, external.KIND)}
 
 
-def kind_of(target: "Target") -> Kind:
+def kind_of(target: Target) -> Kind:
     return KINDS[target.toolchain.kind]

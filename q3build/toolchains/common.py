@@ -31,7 +31,7 @@ def version(exe: str, env) -> str:
     return first[0] if first else "unknown"
 
 
-def sysroot_of(target: "Target") -> str | None:
+def sysroot_of(target: Target) -> str | None:
     tc = target.toolchain
     if tc.sysroot and "{path}" in tc.sysroot:
         return tc.sysroot.replace("{path}", tc.path or "") if tc.path else None
@@ -43,7 +43,7 @@ def dev_libc_package(triple: str | None) -> str | None:
     return f"libc6-dev-{arch}-cross" if arch else None
 
 
-def check_sysroot(target: "Target", sysroot: str, package: str | None) -> None:
+def check_sysroot(target: Target, sysroot: str, package: str | None) -> None:
     """A sysroot must hold the target's C library: checked before configure (no processes)."""
     libc = Path(sysroot) / "lib" / "libc.so.6"
     how = f"; apt install {package}" if package and sysroot.startswith("/usr/") else ""
@@ -58,7 +58,7 @@ def check_sysroot(target: "Target", sysroot: str, package: str | None) -> None:
                                f"(ELF machine {machine}, expected {want}){how}")
 
 
-def emulator_tool(target: "Target") -> list[Tool]:
+def emulator_tool(target: Target) -> list[Tool]:
     emu = target.emulator
     if not emu:
         return []
@@ -124,13 +124,13 @@ class CompilerKind:
                               apt=(tc.apt[-1] if tc.apt else None) or self.sysroot_package(tc.triple)))
         return tools + emulator_tool(target)
 
-    def render_context(self, plan: "BuildPlan") -> dict | None:
+    def render_context(self, plan: BuildPlan) -> dict | None:
         return None
 
-    def build_env(self, plan: "BuildPlan") -> dict[str, str]:
+    def build_env(self, plan: BuildPlan) -> dict[str, str]:
         return {}
 
-    def prepare(self, plan: "BuildPlan", env) -> ResolvedToolchain | None:
+    def prepare(self, plan: BuildPlan, env) -> ResolvedToolchain | None:
         return None
 
     def sysroot_package(self, triple: str | None) -> str | None:

@@ -117,8 +117,8 @@ def test_unpack_refuses_paths_outside_the_directory(tmp_path):
 @pytest.fixture
 def rv_project(tmp_path, monkeypatch):
     project = make_project(tmp_path, monkeypatch, recipes=("host", "riscv64", "spacemit-k1", "spacemit-k3"))
-    monkeypatch.setattr(toolchains, "resolve", lambda t, env, wdir=None, settings=Settings():
-                        kind_of(t).resolve(t, env, wdir, settings))
+    monkeypatch.setattr(toolchains, "resolve", lambda t, env, wdir=None, settings=None:
+                        kind_of(t).resolve(t, env, wdir, settings or Settings()))
     monkeypatch.setattr(zig_kind, "check_sysroot", lambda *a: None)
     monkeypatch.setattr(zig_kind, "zig_executable", lambda: None)   # no ziglang in q3build's Python
     return project
