@@ -28,7 +28,7 @@ from q3build.core.recipe import Target
 from q3build.core.series import LoadedSeries
 from q3build.errors import RecipeError, ToolMissingError
 from q3build.project import Project
-from q3build.toolchains import emulation, kind_of
+from q3build.toolchains import KINDS, emulation, kind_of
 from q3build.toolchains import resolve as toolchains
 from q3build.toolchains.base import ResolvedToolchain, Settings
 from q3build.toolchains.zig import WRAPPER_DIR
@@ -193,29 +193,14 @@ class BuildPlan:
 
 # Outputs that are installed into the staging prefix (the rest drive the build).
 STAGED_OUTPUTS = ("launcher", "systemd-unit")
-# Headers a zig recipe may force-include (toolchain.force_include), from templates/include/<name>.j2.
-FORCE_INCLUDES = ("spacemit-ime1-asm.h",)
-
-
-
-def _wrapper_context(tool: str):
-    return lambda c: {**c, "tool": tool} if c["zig"] else None
-
-
-def _include_context(name: str):
-    return lambda c: c if c["zig"] and name in c["zig"]["include_names"] else None
 
 
 def _outputs() -> list[render.Output]:
-    wrappers = [render.Output(f"zig-{role}", "zig-wrapper.sh.j2", f"{WRAPPER_DIR}/{name}",
-                              _wrapper_context({"cxx": "c++"}.get(role, role)), executable=True)
-                for role, name in toolchains.ZIG_WRAPPERS.items()]
-    headers = [render.Output(f"include/{name}", f"include/{name}.j2", f"include/{name}", _include_context(name))
-               for name in FORCE_INCLUDES]
+    """Every file q3build may render, in order; a kind adds its own (zig: compiler wrappers, headers)."""
     return [
         render.Output("initial-cache", "initial-cache.cmake.j2", "initial-cache.cmake", lambda c: c),
         render.Output("toolchain", "toolchain.cmake.j2", "toolchain.cmake", lambda c: c if c["cross"] else None),
-        *wrappers, *headers,
+        *(o for kind in KINDS.values() for o in kind.outputs()),
         render.Output("launcher", "q3tts-serve.sh.j2", "bin/q3tts-serve", lambda c: c, executable=True),
         render.Output("systemd-unit", "q3tts.service.j2", "lib/systemd/system/q3tts.service", lambda c: c),
     ]

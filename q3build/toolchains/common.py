@@ -124,6 +124,9 @@ class CompilerKind:
                               apt=(tc.apt[-1] if tc.apt else None) or self.sysroot_package(tc.triple)))
         return tools + emulator_tool(target)
 
+    def outputs(self) -> list:
+        return []
+
     def render_context(self, plan: BuildPlan) -> dict | None:
         return None
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from q3build import proc
+from q3build.core import render
 from q3build.errors import ToolMissingError
 from q3build.toolchains import fetch
 from q3build.toolchains.base import ResolvedToolchain, Settings, Tool
@@ -29,6 +30,8 @@ PACKAGE = "ziglang"
 WRAPPERS = {"cc": "zig-cc", "cxx": "zig-c++", "ar": "zig-ar", "ranlib": "zig-ranlib"}
 WRAPPER_DIR = "toolchain"   # below the render dir
 INTERPRETER = "interpreter"
+# Headers a zig recipe may force-include (toolchain.force_include), from templates/include/<name>.j2.
+FORCE_INCLUDES = ("spacemit-ime1-asm.h",)
 
 
 def zig_executable() -> str | None:
@@ -185,6 +188,21 @@ class Zig:
                           where=f"recipes/{plan.target_name}.yaml toolchain.wheels")
         self.version(plan.toolchain.zig, env, plan.target)
         return dataclasses.replace(plan.toolchain, fetch={**f, "wheel": rec["wheel"], "sha256": rec["sha256"]})
+
+    def outputs(self) -> list[render.Output]:
+        """The wrappers (rendered for every zig target) and the force-include headers a recipe names;
+        their context is None unless the plan's kind is zig (render_context below)."""
+        def wrapper(tool):
+            return lambda c: {**c, "tool": tool} if c["zig"] else None
+
+        def header(name):
+            return lambda c: c if c["zig"] and name in c["zig"]["include_names"] else None
+        wrappers = [render.Output(f"zig-{role}", "zig-wrapper.sh.j2", f"{WRAPPER_DIR}/{name}",
+                                  wrapper({"cxx": "c++"}.get(role, role)), executable=True)
+                    for role, name in WRAPPERS.items()]
+        headers = [render.Output(f"include/{name}", f"include/{name}.j2", f"include/{name}", header(name))
+                   for name in FORCE_INCLUDES]
+        return [*wrappers, *headers]
 
     def render_context(self, plan) -> dict | None:
         t = plan.target
