@@ -110,7 +110,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
-    report = json.loads(Path(argv[0]).read_text())
+    try:
+        report = json.loads(Path(argv[0]).read_text())
+    except (OSError, ValueError) as e:
+        print(f"::error title=drift::{argv[0]}: not a `q3build drift --json` report ({e})")
+        return 2
     failed, warned = failures(report, Path(argv[1]), Path(argv[2]))
     for line in warned:
         print(f"::warning title=drift::{line}")
