@@ -156,3 +156,22 @@ def test_a_shallow_upstream_is_refused(proj, tmp_path):
     assert r.returncode == 1
     assert r.stdout.strip() == f"::error title=drift::file://{proj.upstream.repo} master came back shallow; " \
                                "drift needs full history"
+
+
+def test_an_overlay_file_that_upstream_added_fails_naming_the_commit(proj, tmp_path):
+    overlay = proj.root / "patches" / "overlay" / "tools" / "speech.c"
+    overlay.parent.mkdir(parents=True)
+    overlay.write_text("/* ours */\n")
+    assert proj.q3("sync") == 0
+    up = proj.upstream.repo
+    (up / "tools" / "speech.c").write_text("/* upstream's */\n")
+    git("add", "tools/speech.c", cwd=up)
+    git("commit", "-q", "-m", "tools: speech", cwd=up)
+    added = git("rev-parse", "HEAD", cwd=up)
+    upstream_commit(up, "readme: later", ("README.md", "line six", "line 6"))
+    git("branch", "master", "main", cwd=up)
+    ran, summary = dry_run(proj.root, tmp_path)
+    assert [s["rc"] for s in ran] == [0, 0, 1]
+    assert "Overlay: files now exist upstream: tools/speech.c" in summary.read_text()
+    assert ran[2]["stdout"].splitlines() == [
+        f"::error title=drift::overlay file tools/speech.c: now exists upstream; upstream commit {added[:12]} (tools: speech)"]
