@@ -1,4 +1,4 @@
 """`python -m q3build`: the same CLI as the console script, through this interpreter."""
-from .cli import entry
+from q3build.cli import entry
 
 entry()

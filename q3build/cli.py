@@ -14,10 +14,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .commands import COMMANDS
-from .errors import CommandError, Q3BuildError
-from .project import Project
+from q3build import __version__
+from q3build.commands import COMMANDS
+from q3build.errors import CommandError, Q3BuildError
+from q3build.project import Project
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import Q3BuildError, WorkspaceError
+from q3build.errors import Q3BuildError, WorkspaceError
 
 PIN_FILE = "recipes/llama.cpp.yaml"
 SERIES_FILE = "patches/series.yaml"

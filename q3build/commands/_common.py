@@ -6,10 +6,14 @@ import argparse
 import json
 import sys
 
-from .. import pin as pin_mod, plan as plan_mod, series as series_mod, ui, workspace
-from ..plan import BuildPlan, Options
-from ..pin import Pin
-from ..series import LoadedSeries
+from q3build import ui
+from q3build.core import pin as pin_mod
+from q3build.core import plan as plan_mod
+from q3build.core import series as series_mod
+from q3build.core import workspace
+from q3build.core.pin import Pin
+from q3build.core.plan import BuildPlan, Options
+from q3build.core.series import LoadedSeries
 
 
 def add_target(p: argparse.ArgumentParser, *, required: bool = True) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .. import plan as plan_mod, recipe, toolchains, ui
-from ..errors import ToolMissingError
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
+from q3build.core import plan as plan_mod
+from q3build.core import recipe
+from q3build.errors import ToolMissingError
+from q3build.toolchains import resolve as toolchains
 
 NAME = "doctor"
 HELP = "list missing system tools for a target, with the packages that provide them"

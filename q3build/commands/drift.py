@@ -17,8 +17,11 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .. import drift, pin as pin_mod, series as series_mod, ui
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
+from q3build.core import pin as pin_mod
+from q3build.core import series as series_mod
+from q3build.maintainer import drift
 
 NAME = "drift"
 HELP = "try the patch stack on a newer upstream tree and report each patch"

@@ -17,10 +17,18 @@ import time
 
 from rich.table import Table
 
-from .. import build, kernels, ui
-from ..errors import RecipeError
-from ..recipe import VLENS
-from ._common import add_build_options, add_target, print_json, resolve, sync_and_render
+from q3build import ui
+from q3build.commands._common import (
+    add_build_options,
+    add_target,
+    print_json,
+    resolve,
+    sync_and_render,
+)
+from q3build.core import build
+from q3build.core.recipe import VLENS
+from q3build.errors import RecipeError
+from q3build.toolchains import kernels
 
 NAME = "kernels"
 HELP = "build and run upstream's kernel tests for a cross target under its emulator"

@@ -14,8 +14,16 @@ import time
 
 from rich.table import Table
 
-from .. import build, emulation, ui
-from ._common import add_build_options, add_target, print_json, resolve, sync_and_render
+from q3build import ui
+from q3build.commands._common import (
+    add_build_options,
+    add_target,
+    print_json,
+    resolve,
+    sync_and_render,
+)
+from q3build.core import build
+from q3build.toolchains import emulation
 
 NAME = "make"
 HELP = "sync, configure, build and stage a target"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 
-from .. import matrix
-from ._common import print_json
+from q3build.commands._common import print_json
+from q3build.release import matrix
 
 NAME = "matrix"
 HELP = "print the CI build matrix from the recipes"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .. import ui
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
 
 NAME = "model"
 HELP = "make tiny Qwen3-TTS checkpoints and convert checkpoints to GGUF"
@@ -52,7 +52,7 @@ def run(args, ctx) -> int:
         return _tiny(args, ctx)
     if args.model_command == "parity":
         return _parity(args, ctx)
-    from ..model import convert
+    from q3build.speech.model import convert
     result = convert.convert(ctx.project, Path(args.hf_dir), Path(args.out), args.outtype, ctx.env,
                              target=args.target)
     if args.json:
@@ -64,7 +64,7 @@ def run(args, ctx) -> int:
 
 
 def _tiny(args, ctx) -> int:
-    from ..model import shapes, tiny
+    from q3build.speech.model import shapes, tiny
 
     out = Path(args.out)
     files = tiny.write_checkpoint(out, shapes.SHAPES[args.shape], args.variant, seed=args.seed,
@@ -82,8 +82,8 @@ def _tiny(args, ctx) -> int:
 def _parity(args, ctx) -> int:
     import json as _json
 
-    from ..errors import InputError
-    from ..model import parity
+    from q3build.errors import InputError
+    from q3build.speech.model import parity
 
     hf = Path(args.hf_dir)
     config = _json.loads((hf / "config.json").read_text()) if (hf / "config.json").is_file() else None

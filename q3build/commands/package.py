@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import package, ui
-from ..series import sha256_file
-from ._common import add_target, print_json, resolve
+from q3build import ui
+from q3build.commands._common import add_target, print_json, resolve
+from q3build.core.series import sha256_file
+from q3build.release import package
 
 NAME = "package"
 HELP = "make a deterministic release archive of a staged build"
@@ -38,7 +39,7 @@ def run(args, ctx) -> int:
     with ui.step(f"Packaging {plan.target_name}"):
         result = package.build(ctx.project, plan, series, ctx.env, out)
     if args.wheel:
-        from .. import wheel
+        from q3build.release import wheel
         w = wheel.build(ctx.project, plan, ctx.env, out, result["source_date_epoch"])
         result["wheel"] = {"path": str(w), "sha256": sha256_file(w)}
     if args.json:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .. import export as export_mod, series as series_mod, ui
-from ..series import sha256_file
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
+from q3build.core import series as series_mod
+from q3build.core.series import sha256_file
+from q3build.maintainer import export as export_mod
 
 NAME = "patches"
 HELP = "list, export or refresh the patch series"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .. import plan as plan_mod, render, ui
-from ._common import add_build_options, add_target, options, print_json
+from q3build import ui
+from q3build.commands._common import add_build_options, add_target, options, print_json
+from q3build.core import plan as plan_mod
+from q3build.core import render
 
 NAME = "plan"
 HELP = "print the resolved build plan for a target"

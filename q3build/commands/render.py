@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import plan as plan_mod, ui
-from ._common import add_build_options, add_target, options
+from q3build import ui
+from q3build.commands._common import add_build_options, add_target, options
+from q3build.core import plan as plan_mod
 
 NAME = "render"
 HELP = "write a target's rendered files without building"

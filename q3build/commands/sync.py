@@ -8,8 +8,11 @@ changed does nothing.
 
 from __future__ import annotations
 
-from .. import pin as pin_mod, series as series_mod, ui, workspace
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
+from q3build.core import pin as pin_mod
+from q3build.core import series as series_mod
+from q3build.core import workspace
 
 NAME = "sync"
 HELP = "fetch, verify and patch the pinned llama.cpp into the workspace"

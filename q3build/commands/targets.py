@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .. import recipe, ui
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
+from q3build.core import recipe
 
 NAME = "targets"
 HELP = "list build targets"

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .. import ui, verify
-from ..errors import CheckFailed
-from ._common import print_json
+from q3build import ui
+from q3build.commands._common import print_json
+from q3build.errors import CheckFailed
+from q3build.release import verify
 
 NAME = "verify"
 HELP = "check a release archive's sums, manifest and SBOM, and smoke-test its llama-server"

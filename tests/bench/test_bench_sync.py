@@ -5,7 +5,9 @@ Timings are recorded, not asserted; compare runs with `pytest tests/bench --benc
 
 from __future__ import annotations
 
-from q3build import pin as pin_mod, series as series_mod, workspace
+from q3build.core import pin as pin_mod
+from q3build.core import series as series_mod
+from q3build.core import workspace
 from q3build.project import Project
 
 from ..integration.conftest import proj  # noqa: F401  (fixture)

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from q3build import cli, validate
+from q3build import cli
+from q3build.speech import validate
 
 from ..conftest import REPO
 

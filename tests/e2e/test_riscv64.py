@@ -118,7 +118,7 @@ def _speak(server_argv, env, log, body, dump):
     import numpy as np
     import requests
 
-    from q3build.validate import Server, free_port
+    from q3build.speech.server import Server, free_port
 
     port = free_port()
     env = {**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}
@@ -141,8 +141,9 @@ def test_tiny_speech_under_qemu_has_the_x86_greedy_codes(q3, work, tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from q3build import plan as plan_mod, emulation
+    from q3build.core import plan as plan_mod
     from q3build.project import Project
+    from q3build.toolchains import emulation
 
     assert q3("make", "--target", "riscv64")[0] == 0
     assert q3("make", "--target", "host")[0] == 0

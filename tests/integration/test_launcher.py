@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from q3build import plan as plan_mod
+from q3build.core import plan as plan_mod
 
 NASTY_DIR = "/tmp/q3 models/it's $HOME `id` $(touch pwned)"
 

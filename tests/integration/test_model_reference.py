@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from q3build.model import reference, shapes, tiny
+from q3build.speech.model import reference, shapes, tiny
 
 reference._stub_torchaudio()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,8 +19,12 @@ import torch  # noqa: E402  (after the torchaudio stand-in)
 from qwen_tts import Qwen3TTSModel  # noqa: E402
 from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig  # noqa: E402
 from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSForConditionalGeneration  # noqa: E402
-from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config  # noqa: E402
-from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model  # noqa: E402
+from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import (
+    Qwen3TTSTokenizerV2Config,  # noqa: E402
+)
+from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import (
+    Qwen3TTSTokenizerV2Model,  # noqa: E402
+)
 
 pytestmark = pytest.mark.slow
 

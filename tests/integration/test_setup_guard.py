@@ -13,7 +13,6 @@ import pytest
 
 from ..conftest import REPO, VENV_TOOLS, BareVenvToolError
 
-
 THIS = Path(__file__).resolve()  # its own deliberate bad cases below
 
 

@@ -69,7 +69,7 @@ def test_doctor_names_zig_qemu_and_sysroot_packages(tmp_path, monkeypatch, capsy
     import os
     import shutil
 
-    from q3build import toolchains
+    from q3build.toolchains import resolve as toolchains
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("git", "cmake"):   # no qemu-riscv64

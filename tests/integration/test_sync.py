@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from q3build import workspace
+from q3build.core import workspace
 from q3build.project import Project
 
 from ..conftest import git

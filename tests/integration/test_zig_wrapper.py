@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from q3build import plan as plan_mod, toolchains
+from q3build.core import plan as plan_mod
+from q3build.toolchains import resolve as toolchains
 
 from ..unit.helpers import make_project
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from q3build import toolchains
 from q3build.project import Project
-from q3build.toolchains import ResolvedToolchain
+from q3build.toolchains import resolve as toolchains
+from q3build.toolchains.resolve import ResolvedToolchain
 
 from ..conftest import REPO, copy_project_skeleton
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from q3build.drift import follow, parse_u0, touches
+from q3build.maintainer.drift import follow, parse_u0, touches
 
 DIFF = """\
 diff --git a/f b/f

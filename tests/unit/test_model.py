@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from q3build.model import parity, shapes, tiny, vocab
+from q3build.speech.model import parity, shapes, tiny, vocab
 
 
 def names(specs):

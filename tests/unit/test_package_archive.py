@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import tarfile
 
-from q3build import package, verify
-
+from q3build.release import package, verify
 
 FILES = {"bin/tool": (b"\x7fELF tool", True), "share/doc/readme": (b"hello\n", False), "a.txt": (b"a", False)}
 

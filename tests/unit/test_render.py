@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from q3build import plan as plan_mod, render
+from q3build.core import plan as plan_mod
+from q3build.core import render
 from q3build.errors import TemplateError
 
 from .helpers import DATA, make_project
@@ -50,7 +51,7 @@ def test_missing_variable_names_template_and_line(tmp_path, monkeypatch):
     t.write_text("".join(lines))
     with pytest.raises(TemplateError) as e:
         plan_mod.resolve(p, "host", {"PATH": "/usr/bin"})
-    assert str(e.value) == ("templates/q3tts.service.j2:4: 'q3build.recipe.Runtime object' has no attribute "
+    assert str(e.value) == ("templates/q3tts.service.j2:4: 'q3build.core.recipe.Runtime object' has no attribute "
                             "'docs_url' (missing template variable while rendering systemd-unit)")
 
 

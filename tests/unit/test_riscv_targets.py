@@ -7,8 +7,11 @@ import textwrap
 
 import pytest
 
-from q3build import emulation, kernels, plan as plan_mod, recipe, toolchains
+from q3build.core import plan as plan_mod
+from q3build.core import recipe
 from q3build.errors import RecipeError, ToolMissingError
+from q3build.toolchains import emulation, kernels
+from q3build.toolchains import resolve as toolchains
 
 from .helpers import make_project
 

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from q3build import safetar, sources
+from q3build.core import safetar, sources
 from q3build.errors import FetchError
 
 

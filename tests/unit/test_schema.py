@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from q3build import pin as pin_mod, recipe
+from q3build.core import pin as pin_mod
+from q3build.core import recipe
 from q3build.errors import RecipeError
 
 from .helpers import make_project
@@ -23,8 +24,9 @@ def problems(fn) -> list[str]:
 
 
 def test_real_recipes_load(tmp_path, monkeypatch):
-    from ..conftest import REPO
     from q3build.project import Project
+
+    from ..conftest import REPO
     p = Project.discover({"HOME": str(tmp_path)}, project=str(REPO))
     for name in recipe.names(p):
         assert recipe.load(p, name).schema == 1

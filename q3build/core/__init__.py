@@ -1,0 +1,1 @@
+"""The core pipeline: pin → sources → workspace (patches) → plan → render → build."""

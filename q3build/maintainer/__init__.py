@@ -1,0 +1,1 @@
+"""Maintainer tools: exporting the patch stack, upstream drift."""

@@ -1,0 +1,1 @@
+"""Release: reproducible archives, their verification, wheels, the CI matrix."""

@@ -1,0 +1,201 @@
+"""Stage-by-stage parity between our build and the official implementation.
+
+Both sides run the same checkpoint greedily, in f32 end to end, with the same text, language,
+reference audio and text layout. Our side is the built `llama-tts` with MTMD_GEN_AUDIO_DUMP (prompt embeddings,
+talker logits, codes); the reference side is `q3build.model.reference` in its own process.
+Stages are compared in pipeline order and the first that is out of tolerance is reported:
+
+  speaker_embd  Base: the x-vector from the reference wav     relative max abs diff; the later
+                (mel front end + speaker encoder)           stages use our x-vector on both sides
+  prompt_embd   talker input rows of the prefill            max abs diff
+  talker_logits codec logits per step (after the official   greedy pick agrees; max abs diff
+                suppression of non-code ids)
+  codes         16 codebooks per frame                      identical
+  waveform      24 kHz output                               correlation, max abs diff
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from q3build import proc
+from q3build.errors import InputError, Q3BuildError
+from q3build.speech import argv as speech_argv
+from q3build.speech import reference
+
+CODEC_EOS = 2150
+N_CODES = 2048
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    checkpoint: Path
+    model_dir: Path
+    variant: str
+    text: str = "Hello from a tiny model."
+    language: str = "english"
+    layout: str = "nonstreaming"          # nonstreaming | streaming
+    frames: int = 30
+    reference_wav: Path | None = None
+    speaker: str | None = None
+    instruct: str | None = None
+
+
+@dataclass
+class Stage:
+    name: str
+    ok: bool
+    detail: str
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    stages: list[Stage]
+
+    @property
+    def first_divergence(self) -> str | None:
+        return next((s.name for s in self.stages if not s.ok), None)
+
+    def to_json(self) -> dict:
+        return {"ok": self.first_divergence is None, "first_divergence": self.first_divergence,
+                "stages": [{"name": s.name, "ok": s.ok, "detail": s.detail, **s.metrics} for s in self.stages]}
+
+
+def pick(logits: np.ndarray) -> np.ndarray:
+    """The official greedy pick: codes 0..2047 or EOS, everything else suppressed."""
+    masked = logits.copy()
+    masked[:, N_CODES:] = -np.inf
+    masked[:, CODEC_EOS] = logits[:, CODEC_EOS]
+    return masked.argmax(axis=1)
+
+
+def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], *, embd_tol: float = 5e-3,
+            wav_corr: float = 0.9999, wav_maxabs: float = 5e-3, spk_rel_tol: float = 1e-3) -> Report:
+    stages = []
+    if "speaker_embd" in ref and "other_speaker_embd" in ref:
+        a, b = ref["speaker_embd"], ref["other_speaker_embd"]
+        d = float(np.abs(a - b).max())
+        rel = d / max(float(np.abs(a).max()), 1e-12)
+        # relative: the mel front ends differ by float rounding (~3e-4 of the x-vector's scale)
+        stages.append(Stage("speaker_embd", rel <= spk_rel_tol, f"max abs diff {d:.2e} ({rel:.1e} relative)",
+                            {"max_abs": d, "relative": rel}))
+    # prompt embeddings
+    a, b = ref["prompt_embd"], ours["prompt_embd"]
+    if a.shape != b.shape:
+        stages.append(Stage("prompt_embd", False, f"shape {b.shape} vs reference {a.shape}"))
+    else:
+        rows = np.abs(a - b).max(axis=1) if a.size else np.zeros(0)
+        worst = int(rows.argmax()) if rows.size else 0
+        exact = int((rows == 0).sum())
+        stages.append(Stage("prompt_embd", bool(rows.size) and float(rows.max()) <= embd_tol,
+                            f"{exact}/{len(rows)} rows exact, max abs diff {float(rows.max()):.2e} (row {worst})",
+                            {"max_abs": float(rows.max()), "rows_exact": exact, "rows": len(rows)}))
+    # talker logits: the greedy pick must agree at every common step
+    la, lb = ref["talker_logits"], ours["talker_logits"]
+    n = min(len(la), len(lb))
+    if n == 0 or la.shape[1:] != lb.shape[1:]:
+        stages.append(Stage("talker_logits", False, f"no comparable steps ({lb.shape} vs {la.shape})"))
+    else:
+        pa, pb = pick(la[:n]), pick(lb[:n])
+        diff = np.nonzero(pa != pb)[0]
+        maxabs = float(np.abs(la[:n, :N_CODES] - lb[:n, :N_CODES]).max())
+        detail = f"{n} steps, greedy pick agrees at all" if not diff.size else \
+            f"greedy pick differs first at step {int(diff[0])} ({int(pb[diff[0]])} vs {int(pa[diff[0]])})"
+        stages.append(Stage("talker_logits", not diff.size, f"{detail}, max abs diff {maxabs:.2e}",
+                            {"steps": n, "max_abs": maxabs, "first_step": int(diff[0]) if diff.size else None}))
+    # codes
+    ca, cb = ref["codes"], ours["codes"]
+    n = min(len(ca), len(cb))
+    mism = np.argwhere(ca[:n] != cb[:n]) if n else np.zeros((0, 2), int)
+    same = int((ca[:n] == cb[:n]).all(axis=1).sum()) if n else 0
+    if n == 0:
+        stages.append(Stage("codes", False, f"no frames to compare (ours {len(cb)}, reference {len(ca)})"))
+    else:
+        detail = f"{same}/{n} frames identical" + ("" if not len(mism) else
+                                                    f", first difference at frame {mism[0][0]} codebook {mism[0][1]}")
+        codes_equal = float((ca[:n] == cb[:n]).mean())
+        detail += f" ({codes_equal:.1%} of codes equal)"
+        stages.append(Stage("codes", not len(mism), detail,
+                            {"frames": n, "frames_identical": same, "agreement": same / n,
+                             "codes_equal": codes_equal,
+                             "ours_frames": len(cb), "reference_frames": len(ca)}))
+    # waveform
+    wa, wb = ref["wav"], ours["wav"]
+    n = min(len(wa), len(wb))
+    if n == 0:
+        stages.append(Stage("waveform", False, "empty waveform"))
+    else:
+        corr = float(np.corrcoef(wa[:n], wb[:n])[0, 1])
+        maxabs = float(np.abs(wa[:n] - wb[:n]).max())
+        stages.append(Stage("waveform", corr >= wav_corr and maxabs <= wav_maxabs,
+                            f"correlation {corr:.6f}, max abs diff {maxabs:.2e} over {n} samples",
+                            {"correlation": corr, "max_abs": maxabs, "samples": n}))
+    return Report(stages)
+
+
+def run_reference(req: Request, work: Path, env: Mapping[str, str], *,
+                  speaker_embd: Path | None = None) -> dict[str, np.ndarray]:
+    request = {"checkpoint": str(req.checkpoint), "variant": req.variant, "text": req.text,
+               "language": req.language, "layout": req.layout, "frames": req.frames,
+               "reference_wav": str(req.reference_wav) if req.reference_wav else None,
+               "speaker": req.speaker, "instruct": req.instruct,
+               "speaker_embd": str(speaker_embd) if speaker_embd else None}
+    (work / "request.json").write_text(json.dumps(request))
+    out = work / "reference.npz"
+    r = subprocess.run([sys.executable, "-m", "q3build.speech.model.reference", str(work / "request.json"), str(out)],
+                       env=dict(env), capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-8:])
+        raise Q3BuildError(f"the official reference run failed (is qwen-tts installed? see README):\n{tail}")
+    data = np.load(out)
+    return {k: data[k] for k in data.files}
+
+
+def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) -> dict[str, np.ndarray]:
+    import soundfile as sf
+
+    if req.variant == "custom_voice" and not req.speaker:
+        raise InputError("a CustomVoice checkpoint needs --speaker (one of its built-in speakers)")
+    if req.variant == "voice_design" and not req.instruct:
+        raise InputError("a VoiceDesign checkpoint needs --instruct (the voice description)")
+    if req.variant == "base" and not req.reference_wav:
+        raise InputError("a Base checkpoint needs --reference-wav (the voice to clone)")
+    dump = work / "ours"
+    dump.mkdir()
+    wav = work / "ours.wav"
+    voice = speech_argv.Voice(speaker=req.speaker, instruct=req.instruct,
+                              reference_wav=req.reference_wav if req.variant == "base" else None)
+    argv = speech_argv.llama_tts(llama_tts, req.model_dir, req.text, language=req.language, wav=wav, voice=voice,
+                                 frames=req.frames, threads=2, streaming_text=req.layout == "streaming",
+                                 extra=speech_argv.PARITY_NUMERICS)
+    proc.run(argv, env={**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, capture=True)
+    pcm, _ = sf.read(wav, dtype="float32")
+    codes = np.fromfile(dump / "codes.i32", dtype=np.int32)
+    prompt = np.fromfile(dump / "prompt_embd.f32", dtype=np.float32)
+    logits = np.fromfile(dump / "talker_logits.f32", dtype=np.float32)
+    spk = dump / "speaker_embd.f32"
+    extra = {"speaker_embd": np.fromfile(spk, dtype=np.float32)} if spk.is_file() and spk.stat().st_size else {}
+    talker = json.loads((req.checkpoint / "config.json").read_text())["talker_config"]
+    return {**extra, "wav": pcm, "codes": codes.reshape(-1, talker["num_code_groups"]).astype(np.int64),
+            "prompt_embd": prompt.reshape(-1, talker["hidden_size"]),
+            "talker_logits": logits.reshape(-1, talker["vocab_size"])}
+
+
+def parity(req: Request, llama_tts: Path, env: Mapping[str, str]) -> Report:
+    reference.require("model parity")
+    with tempfile.TemporaryDirectory(prefix="q3-parity-") as tmp:
+        work = Path(tmp)
+        ours = run_ours(req, llama_tts, work, env)
+        spk = None
+        if "speaker_embd" in ours:
+            spk = work / "speaker_embd.npy"
+            np.save(spk, ours["speaker_embd"])
+        ref = run_reference(req, work, env, speaker_embd=spk)
+        return compare(ref, ours)

@@ -1,0 +1,1 @@
+"""Toolchains: resolving a recipe's compiler, cross emulation, kernel tests under it."""
