@@ -19,6 +19,7 @@ from ..conftest import REPO
 VENV_BIN = Path(sys.executable).parent
 WORKFLOWS = REPO / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
+DEPENDABOT = REPO / ".github" / "dependabot.yml"     # keeps the pinned actions current
 SHA_PIN = re.compile(r"^\s*(?:-\s*)?uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # (v\d+\.\d+\.\d+)\s*$")
 
 
@@ -37,9 +38,9 @@ def actionlint(*files: Path) -> list[dict]:
     return findings
 
 
-def zizmor(path: Path) -> list[dict]:
+def zizmor(*paths: Path) -> list[dict]:
     r = subprocess.run([tool("zizmor"), "--offline", "--no-config", "--no-ignores", "--strict-collection",
-                        "--format", "json", str(path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+                        "--format", "json", *map(str, paths)], cwd=REPO, capture_output=True, text=True, timeout=120)
     findings = json.loads(r.stdout or "[]")
     # 0: clean; 10-14: findings (by their highest severity); anything else is zizmor failing
     assert r.returncode == 0 or 10 <= r.returncode <= 14, (r.returncode, r.stderr)
@@ -65,7 +66,7 @@ def test_actionlint_finds_nothing():
 
 
 def test_zizmor_finds_nothing():
-    findings = zizmor(WORKFLOWS)
+    findings = zizmor(WORKFLOWS, DEPENDABOT)
     assert findings == [], "\n".join(f"{f['ident']}: {f['desc']} at " + ", ".join(
         f"{loc['symbolic']['key'].get('Local', {}).get('verbatim_path', '?')}:"
         f"{loc['concrete']['location']['start_point']['row'] + 1}"
@@ -97,6 +98,8 @@ def test_every_action_is_pinned_to_a_commit_with_its_tag():
         for n, line in enumerate(f.read_text().splitlines(), 1):
             if re.match(r"^\s*(-\s*)?uses:", line):
                 assert SHA_PIN.match(line), f"{f.name}:{n}: not `owner/repo@<40-hex sha> # vX.Y.Z`: {line.strip()}"
+    # and Dependabot moves the pins (with the tag comments) to new releases
+    assert [u["package-ecosystem"] for u in yaml.safe_load(DEPENDABOT.read_text())["updates"]] == ["github-actions"]
 
 
 def test_least_privilege_and_no_persisted_credentials():
