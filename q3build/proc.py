@@ -8,8 +8,11 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from q3build.errors import CommandError, ToolMissingError
 
@@ -113,3 +116,46 @@ def spawn(argv: Sequence[str | os.PathLike], *, log_file: Path, env: Mapping[str
     with open(log_file, "w", encoding="utf-8") as lf:   # the child keeps its own descriptor
         return subprocess.Popen(args, cwd=cwd, env=dict(env) if env is not None else None, stdout=lf,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+class Measured(NamedTuple):
+    returncode: int
+    output: str
+    wall_s: float
+    peak_rss_mib: float
+
+
+def run_measured(argv: Sequence[str | os.PathLike], env: Mapping[str, str], *, timeout: float = 3600) -> Measured:
+    """Run argv to completion (output captured through a file), with its wall time and the peak RSS of
+    that very child (wait4's rusage); a child still running after `timeout` is killed."""
+    args = _resolve(argv, env)
+    log.debug("run (measured): %s", shlex.join(args))
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as out:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(args, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                p.kill()
+                pid, status, usage = os.wait4(p.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    return Measured(p.returncode, text, wall, usage.ru_maxrss / 1024.0)
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """A running process's peak resident set (VmHWM in /proc/<pid>/status), in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

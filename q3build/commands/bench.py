@@ -62,7 +62,7 @@ def parse_threads(spec: str, cpus: int) -> tuple[int, ...]:
 
 
 def parse_quants(spec: str) -> tuple[str, ...]:
-    from q3build.speech.bench import QUANTS
+    from q3build.speech.bench.runs import QUANTS
 
     out = tuple(q.strip() for q in spec.split(",") if q.strip())
     bad = [q for q in out if q not in QUANTS]
@@ -72,7 +72,8 @@ def parse_quants(spec: str) -> tuple[str, ...]:
 
 
 def run(args, ctx) -> int:
-    from q3build.speech import bench
+    from q3build.speech import argv as speech_argv
+    from q3build.speech.bench import report, runs
 
     if args.markdown:
         docs = []
@@ -81,7 +82,7 @@ def run(args, ctx) -> int:
                 docs.append(json.loads(Path(f).read_text()))
             except (OSError, ValueError) as e:
                 raise InputError(f"{f}: not a bench JSON file ({e})") from None
-        text = bench.render_markdown(docs)
+        text = report.render_markdown(docs)
         if args.out:
             Path(args.out).write_text(text)
         else:
@@ -91,6 +92,9 @@ def run(args, ctx) -> int:
         raise InputError("--model HF_DIR is required (or --markdown RUN_JSON to render results)")
     if args.frames <= 0:
         raise InputError("--frames must be positive")
+    if not args.no_reference:
+        from q3build.speech import reference
+        reference.require("bench (its reference side; --no-reference measures ours alone)")
     hf = Path(args.model).resolve()
     from q3build.speech.model import convert
     config = convert.check_checkpoint(hf)
@@ -114,14 +118,14 @@ def run(args, ctx) -> int:
         server = _speech_server(bindir / "llama-server", ctx.env)
         if server is None:
             ui.warn("llama-server has no speech service (--tts-max-frames); TTFA is not measured")
-    job = bench.Job(text=args.text, frames=args.frames, language=args.language, speaker=speaker,
-                    instruct=args.instruct,
-                    reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None)
+    voice = speech_argv.Voice(speaker=speaker, instruct=args.instruct,
+                              reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None)
+    job = runs.Job(text=args.text, frames=args.frames, language=args.language, voice=voice)
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
-    plan = bench.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,
+    plan = runs.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,
                       quants=parse_quants(args.quant), threads=parse_threads(args.threads, os.cpu_count() or 1),
                       reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib, repeat=args.repeat)
-    doc = bench.run_bench(ctx.project, plan, ctx.env, target=args.target, log=lambda m: ui.info(f"▶ {m}"))
+    doc = runs.run_bench(ctx.project, plan, ctx.env, target=args.target, log=lambda m: ui.info(f"▶ {m}"))
     doc["notes"] = list(args.note) + doc["notes"]
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
@@ -141,9 +145,9 @@ def run(args, ctx) -> int:
 
 def _speech_server(path: Path, env) -> Path | None:
     """llama-server, if it is built with the speech service (knows --tts-max-frames)."""
-    from q3build.speech import bench
+    from q3build import proc
 
     if not path.is_file():
         return None
-    m = bench.run_measured([path, "--help"], env, timeout=60)
+    m = proc.run_measured([path, "--help"], env, timeout=60)
     return path if "--tts-max-frames" in m.output else None

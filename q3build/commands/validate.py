@@ -29,14 +29,16 @@ from q3build import ui
 from q3build.commands._common import add_target, print_json, resolve
 from q3build.errors import CheckFailed, InputError
 from q3build.release import package
-from q3build.speech import validate
+from q3build.speech import argv as speech_argv
+from q3build.speech import reference, validate
+from q3build.speech.facts import MMPROJ, TALKER, missing_model_files
+from q3build.speech.server import Server, free_port
 from q3build.toolchains import emulation
 
 NAME = "validate"
 HELP = "run the staged llama-server with a speech model and check the speech service"
 
 STYLE = {"ok": "green", "failed": "red", "skipped": "yellow"}
-TALKER, MMPROJ = "talker.gguf", "mmproj.gguf"
 
 UPSTREAM_TESTS_SKIPPED = (
     "upstream's tools/server/tests load their models with --hf-repo from Hugging Face (ggml-org/models, "
@@ -68,7 +70,7 @@ def _model(ctx, args, plan) -> tuple[Path, Path | None]:
     """(converted model dir, its Hugging Face checkpoint when validate made it)."""
     if args.model is not None:
         d = args.model
-        missing = [f for f in (TALKER, MMPROJ) if not (d / f).is_file()]
+        missing = missing_model_files(d)
         if missing:
             raise InputError(f"--model {d}: no {' or '.join(missing)} in it",
                              hint="make one with `q3build model tiny … && q3build model convert …`")
@@ -77,7 +79,7 @@ def _model(ctx, args, plan) -> tuple[Path, Path | None]:
 
     root = ctx.project.work / "validate" / "model" / f"custom_voice-{plan.series_digest[:12]}"
     gguf = root / "gguf"
-    if not (gguf / TALKER).is_file() or not (gguf / MMPROJ).is_file():
+    if missing_model_files(gguf):
         with ui.step("Making a tiny CustomVoice checkpoint for validation"):
             tiny.write_checkpoint(root / "hf", shapes.SHAPES["tiny"], "custom_voice", seed=0,
                                   vocab_cache=ctx.project.cache / "vocab")
@@ -88,8 +90,6 @@ def _model(ctx, args, plan) -> tuple[Path, Path | None]:
 def _parity(ctx, args, plan, model: Path, hf: Path | None) -> validate.Check:
     """The staged llama-tts against the official implementation on validate's own checkpoint, stage by
     stage (`q3build model parity`), when the reference is installed."""
-    import importlib.util
-
     if args.no_parity:
         return validate.Check("parity", "skipped", "--no-parity")
     if plan.target.cross:
@@ -98,8 +98,8 @@ def _parity(ctx, args, plan, model: Path, hf: Path | None) -> validate.Check:
     if hf is None:
         return validate.Check("parity", "skipped", "--model given: its Hugging Face checkpoint is unknown "
                                                    "(run `q3build model parity HF_DIR --model DIR`)")
-    if importlib.util.find_spec("qwen_tts") is None:
-        return validate.Check("parity", "skipped", "the official qwen-tts is not installed (scripts/bootstrap --test)")
+    if not reference.installed():
+        return validate.Check("parity", "skipped", f"the official qwen-tts is not installed (`{reference.INSTALL}`)")
     from q3build.speech.model import parity
 
     t0 = time.monotonic()
@@ -142,10 +142,9 @@ def run(args, ctx) -> int:
             env, notes = emulation.environment(plan, ctx.env)
             for n in notes:
                 ui.warn(n)
-        port = validate.free_port()
-        argv = [*prefix, str(plan.stage_dir / "bin" / "llama-server"), "-m", str(model / TALKER),
-                "--mmproj", str(model / MMPROJ), "--host", "127.0.0.1", "--port", str(port),
-                "--tts-max-frames", str(args.max_frames)]
+        port = free_port()
+        argv = speech_argv.llama_server(plan.stage_dir / "bin" / "llama-server", model, port=port, prefix=prefix,
+                                        max_frames=args.max_frames)
         out = args.out or package.validation_path(ctx.project, plan.target_name)
         log_file = out.parent / "server.log"
         record.update(target=plan.target_name, cache_key=plan.cache_key, version=info.get("version_output", ""),
@@ -153,7 +152,7 @@ def run(args, ctx) -> int:
                       server_log=str(log_file))
         ui.info(f"Starting llama-server for {plan.target_name}" + (f" under {prefix[0]}" if prefix else "")
                 + f" on 127.0.0.1:{port} (log {log_file})")
-        with validate.Server(argv, env, log_file, port) as server:
+        with Server(argv, env, log_file, port) as server:
             why = server.wait_healthy(settings.timeout)
             if why is not None:
                 checks = [validate.Check("health", "failed", why)]

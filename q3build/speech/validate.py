@@ -10,26 +10,17 @@ skipped check says why. Requests cap the generated frames (``max_frames``) and d
 
 from __future__ import annotations
 
-import array
-import base64
-import binascii
 import io
-import json
-import math
-import socket
-import struct
-import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import requests
 
-from q3build import proc
+from q3build.speech.audio import Wav, parse_sse, parse_wav, rms
+from q3build.speech.facts import FRAME_RATE, SAMPLE_RATE
+from q3build.speech.server import SpeechClient
 
-SAMPLE_RATE = 24000
-FRAME_RATE = 12.5                  # codec frames per second
 SILENCE_RMS = 1.0                  # int16 RMS at or below this is silence (all zeros or ±1 LSB dither)
 TEXT = "Hello from q3build."
 
@@ -47,81 +38,6 @@ class Check:
 
 class Failed(Exception):
     """A check's expectation was not met; the message is the check's detail."""
-
-
-# --- audio (pure) -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Wav:
-    rate: int
-    channels: int
-    bits: int
-    data: bytes
-
-    @property
-    def seconds(self) -> float:
-        return len(self.data) / (self.rate * self.channels * self.bits // 8)
-
-
-def parse_wav(data: bytes) -> Wav:
-    """A PCM RIFF/WAVE file; ValueError naming what is wrong."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"not a RIFF/WAVE file (starts with {data[:12]!r})")
-    riff_size = struct.unpack_from("<I", data, 4)[0]
-    if riff_size + 8 != len(data):
-        raise ValueError(f"RIFF size says {riff_size + 8} bytes, body has {len(data)}")
-    pos, fmt, body = 12, None, None
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        chunk = data[pos + 8:pos + 8 + size]
-        if len(chunk) < size:
-            raise ValueError(f"chunk {cid!r} is truncated ({len(chunk)} of {size} bytes)")
-        if cid == b"fmt ":
-            if size < 16:
-                raise ValueError(f"fmt chunk too short ({size} bytes)")
-            fmt = struct.unpack_from("<HHIIHH", chunk)
-        elif cid == b"data":
-            body = chunk
-        pos += 8 + size + (size & 1)
-    if fmt is None or body is None:
-        raise ValueError("no " + ("fmt " if fmt is None else "data") + " chunk")
-    audio_format, channels, rate, byte_rate, align, bits = fmt
-    if audio_format != 1:
-        raise ValueError(f"audio format {audio_format}, expected 1 (PCM)")
-    if byte_rate != rate * channels * bits // 8 or align != channels * bits // 8:
-        raise ValueError(f"inconsistent fmt chunk (byte rate {byte_rate}, block align {align})")
-    return Wav(rate=rate, channels=channels, bits=bits, data=body)
-
-
-def rms(pcm: bytes) -> float:
-    """RMS of s16le mono samples."""
-    if len(pcm) % 2:
-        raise ValueError(f"odd PCM length {len(pcm)}: not s16le")
-    samples = array.array("h")
-    samples.frombytes(pcm)
-    if not samples:
-        return 0.0
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
-
-
-def parse_sse(text: str) -> tuple[bytes, list[dict]]:
-    """(concatenated PCM of the speech.audio.delta events, all events)."""
-    events, pcm = [], bytearray()
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        data = "\n".join(line[5:].lstrip() for line in block.split("\n") if line.startswith("data:"))
-        if not data or data == "[DONE]":
-            continue
-        try:
-            ev = json.loads(data)
-        except ValueError:
-            raise ValueError(f"SSE event is not JSON: {data[:80]!r}") from None
-        events.append(ev)
-        if ev.get("type") == "speech.audio.delta":
-            try:
-                pcm += base64.b64decode(ev.get("audio", ""), validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("speech.audio.delta audio is not base64") from None
-    return bytes(pcm), events
 
 
 def duration_bounds(max_frames: int) -> tuple[float, float]:
@@ -170,8 +86,12 @@ class Run:
         b.update(extra)
         return b
 
-    def post(self, body: dict) -> requests.Response:
-        return requests.post(f"{self.base}/v1/audio/speech", json=body, timeout=self.settings.timeout)
+    @property
+    def client(self) -> SpeechClient:
+        return SpeechClient(self.base, self.settings.timeout)
+
+    def post(self, body: dict, *, stream: bool = False) -> requests.Response:
+        return self.client.speech(body, stream=stream)
 
 
 def _ok(r: requests.Response, what: str) -> requests.Response:
@@ -195,14 +115,14 @@ def _audio_checks(pcm: bytes, what: str, s: Settings) -> str:
 
 
 def check_health(run: Run) -> str:
-    r = requests.get(f"{run.base}/health", timeout=run.settings.timeout)
+    r = run.client.health()
     if r.status_code != 200:
         raise Failed(f"GET /health: HTTP {r.status_code}: {r.text[:200]}")
     return r.text.strip()[:80]
 
 
 def check_voices(run: Run) -> str:
-    r = _ok(requests.get(f"{run.base}/v1/audio/voices", timeout=run.settings.timeout), "GET /v1/audio/voices")
+    r = _ok(run.client.voices(), "GET /v1/audio/voices")
     try:
         voices = r.json()["voices"]
     except (ValueError, KeyError, TypeError):
@@ -281,8 +201,7 @@ def check_flac(run: Run) -> str:
 
 
 def check_stream(run: Run) -> str:
-    r = requests.post(f"{run.base}/v1/audio/speech", json=run.body(response_format="pcm", stream_format="sse"),
-                      timeout=run.settings.timeout, stream=True)
+    r = run.post(run.body(response_format="pcm", stream_format="sse"), stream=True)
     _ok(r, "sse")
     ctype = r.headers.get("Content-Type", "")
     if not ctype.startswith("text/event-stream"):
@@ -335,52 +254,3 @@ def run_checks(base: str, settings: Settings) -> list[Check]:
         if name == "voices" and c.status != "ok":
             run.voice = settings.voice      # try the speech routes anyway (default voice)
     return run.checks
-
-
-# --- a server we start ------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A llama-server process bound to 127.0.0.1, output in a log file; stopped on exit."""
-
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_file: Path, port: int):
-        self.argv, self.env, self.log_file, self.port = list(argv), dict(env), log_file, port
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Server":
-        self.proc = proc.spawn(self.argv, log_file=self.log_file, env=self.env)
-        return self
-
-    def wait_healthy(self, timeout: float) -> str | None:
-        """None when /health answers 200, else why not."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                return f"llama-server exited with code {self.proc.returncode} before it was healthy: {self.tail()}"
-            try:
-                if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    return None
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                return f"llama-server not healthy after {timeout:.0f} s: {self.tail()}"
-            time.sleep(0.2)
-
-    def tail(self, n: int = 6) -> str:
-        lines = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()]
-        return " | ".join(lines[-n:]) or "(no output)"
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()

@@ -16,6 +16,7 @@ import requests
 
 from q3build import cli
 from q3build.speech import validate
+from q3build.speech.server import Server, free_port
 
 from ..conftest import REPO
 
@@ -63,9 +64,9 @@ def test_validate_host_is_green(validated, work):
 
 def test_validate_fails_for_a_server_without_mmproj(q3, work, validated):
     [model] = (work / "validate" / "model").glob("custom_voice-*/gguf")
-    port = validate.free_port()
+    port = free_port()
     log = work / "no-mmproj.log"
-    with validate.Server([str(work / "stage" / "host" / "bin" / "llama-server"), "-m", str(model / "talker.gguf"),
+    with Server([str(work / "stage" / "host" / "bin" / "llama-server"), "-m", str(model / "talker.gguf"),
                           "--host", "127.0.0.1", "--port", str(port)], {}, log, port) as server:
         assert server.wait_healthy(60) is None, server.tail()
         rc, _ = q3("validate", "--url", server.base, "--out", str(work / "broken.json"))

@@ -118,7 +118,7 @@ def _speak(server_argv, env, log, body, dump):
     import numpy as np
     import requests
 
-    from q3build.speech.validate import Server, free_port
+    from q3build.speech.server import Server, free_port
 
     port = free_port()
     env = {**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}

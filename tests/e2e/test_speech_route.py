@@ -10,7 +10,7 @@ import openai
 import pytest
 import requests
 
-from q3build.speech.validate import Server, free_port
+from q3build.speech.server import Server, free_port
 
 pytestmark = pytest.mark.slow
 

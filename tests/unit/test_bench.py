@@ -9,7 +9,7 @@ import pytest
 
 from q3build.commands import bench as bench_cmd
 from q3build.errors import InputError
-from q3build.speech import bench
+from q3build.speech.bench import logs, report, runs, weights
 
 LOG = """\
 load_tensors: ...
@@ -24,7 +24,7 @@ wrote out.wav
 
 
 def test_parse_llama_tts_log_reads_frames_timings_and_stages():
-    p = bench.parse_llama_tts_log(LOG)
+    p = logs.parse_llama_tts_log(LOG)
     assert p["frames"] == 48
     assert p["timings"] == {"prompt_s": 0.21, "generation_s": 9.87, "vocoder_s": 0.0, "total_s": 10.08}
     raw = p["stages_raw"]
@@ -36,38 +36,38 @@ def test_parse_llama_tts_log_reads_frames_timings_and_stages():
 
 
 def test_parse_without_stage_line_leaves_stages_out():
-    p = bench.parse_llama_tts_log("\n".join(ln for ln in LOG.splitlines() if not ln.startswith("stages:")))
+    p = logs.parse_llama_tts_log("\n".join(ln for ln in LOG.splitlines() if not ln.startswith("stages:")))
     assert "stages_raw" not in p and p["frames"] == 48
 
 
 def test_parse_stage_line_must_match_whole_format():
     broken = LOG.replace("code predictor", "predictor")
-    assert "stages_raw" not in bench.parse_llama_tts_log(broken)
+    assert "stages_raw" not in logs.parse_llama_tts_log(broken)
 
 
 def test_per_frame_stages_and_dominant():
-    raw = bench.parse_llama_tts_log(LOG)["stages_raw"]
-    st = bench.per_frame_stages(raw)
+    raw = logs.parse_llama_tts_log(LOG)["stages_raw"]
+    st = logs.per_frame_stages(raw)
     assert st["talker_ms_per_step"] == pytest.approx(3120.25 / 48)
     assert st["predictor_ms_per_frame"] == pytest.approx(5900 / 48)
     assert st["decode_ms_per_frame"] == pytest.approx(840 / 48)
-    name, share = bench.dominant_stage(st)
+    name, share = logs.dominant_stage(st)
     assert name == "predictor"
     assert share == pytest.approx(5900 / (210.5 + 3120.25 + 5900 + 840))
 
 
 def test_per_frame_stages_with_zero_counts_is_none_not_a_crash():
-    st = bench.per_frame_stages({"prompt_ms": 1.0, "talker_ms": 0.0, "talker_steps": 0, "predictor_ms": 0.0,
+    st = logs.per_frame_stages({"prompt_ms": 1.0, "talker_ms": 0.0, "talker_steps": 0, "predictor_ms": 0.0,
                                  "predictor_frames": 0, "decode_ms": 0.0, "decode_frames": 0})
     assert st["talker_ms_per_step"] is None and st["decode_ms_per_frame"] is None
 
 
 def test_summarize_rtf_is_wall_over_audio():
-    s = bench.summarize(50, 8.0)          # 50 frames = 4 s of audio
+    s = logs.summarize(50, 8.0)          # 50 frames = 4 s of audio
     assert s["audio_s"] == pytest.approx(4.0)
     assert s["rtf"] == pytest.approx(2.0)
     assert s["frames_per_s"] == pytest.approx(6.25)
-    assert bench.summarize(0, 1.0)["rtf"] is None
+    assert logs.summarize(0, 1.0)["rtf"] is None
 
 
 def _gguf(tensors: list[tuple[str, int]], *, kv: list[tuple[str, int, bytes]] = (), alignment: int = 32) -> bytes:
@@ -94,7 +94,7 @@ def test_gguf_tensor_bytes_from_offsets(tmp_path):
           ("general.alignment", 4, struct.pack("<I", 32)), ("scores", 9, struct.pack("<IQ", 6, 3) + b"\0" * 12)]
     f = tmp_path / "m.gguf"
     f.write_bytes(_gguf([("token_embd.weight", 1024), ("blk.0.attn_q.weight", 64), ("output.weight", 96)], kv=kv))
-    got = bench.gguf_tensor_bytes(f)
+    got = weights.gguf_tensor_bytes(f)
     assert got == {"token_embd.weight": 1024, "blk.0.attn_q.weight": 64, "output.weight": 96}
 
 
@@ -102,7 +102,7 @@ def test_gguf_rejects_other_files(tmp_path):
     f = tmp_path / "x.gguf"
     f.write_bytes(b"NOPE" + b"\0" * 64)
     with pytest.raises(ValueError):
-        bench.gguf_tensor_bytes(f)
+        weights.gguf_tensor_bytes(f)
 
 
 def test_weight_bytes_per_frame_counts_predictor_passes():
@@ -110,7 +110,7 @@ def test_weight_bytes_per_frame_counts_predictor_passes():
     mmproj = {"a.gen.code.blk.0.attn_q.weight": 40, "a.gen.code.blk.0.ffn_down.weight": 60,
               "a.gen.code.output_norm.weight": 1, "a.gen.code.head.weight": 150, "a.gen.code.embd.weight": 9999,
               "a.gen.code.out_embd.weight": 7777, "a.gen.wav.tfm.blk.0.attn_q.weight": 5555}
-    w = bench.weight_bytes_per_frame(talker, mmproj)
+    w = weights.weight_bytes_per_frame(talker, mmproj)
     assert w["talker_bytes"] == 132                 # token embedding is a row lookup
     assert w["predictor_layer_bytes"] == 101
     assert w["predictor_bytes"] == 101 * 15 + 150   # layers every pass, the stacked heads once
@@ -118,27 +118,27 @@ def test_weight_bytes_per_frame_counts_predictor_passes():
 
 
 def test_bandwidth_share():
-    r = bench.bandwidth_share(2_000_000_000, 5.0, 20.0)   # 2 GB/frame × 5 frames/s = 10 GB/s
+    r = weights.bandwidth_share(2_000_000_000, 5.0, 20.0)   # 2 GB/frame × 5 frames/s = 10 GB/s
     assert r["weight_read_gbps"] == pytest.approx(10.0)
     assert r["bandwidth_share"] == pytest.approx(0.5)
-    assert bench.bandwidth_share(1, None, 20.0)["bandwidth_share"] is None
+    assert weights.bandwidth_share(1, None, 20.0)["bandwidth_share"] is None
 
 
 def test_combine_ratio_and_speedup():
-    c = bench.combine({"rtf": 0.5}, {"rtf": 2.0})
+    c = runs.combine({"rtf": 0.5}, {"rtf": 2.0})
     assert c["rtf_ratio"] == pytest.approx(0.25) and c["speedup"] == pytest.approx(4.0)
-    assert bench.combine({"rtf": 0.5}, None) == {}
+    assert runs.combine({"rtf": 0.5}, None) == {}
 
 
 def _doc():
-    raw = bench.parse_llama_tts_log(LOG)["stages_raw"]
-    ours = {**bench.summarize(48, 10.08), "peak_rss_mib": 1234.0, "stages": bench.per_frame_stages(raw)}
+    raw = logs.parse_llama_tts_log(LOG)["stages_raw"]
+    ours = {**logs.summarize(48, 10.08), "peak_rss_mib": 1234.0, "stages": logs.per_frame_stages(raw)}
     ref_raw = {"prompt_ms": 300.0, "prompt_tokens": 14, "talker_ms": 4000.0, "talker_steps": 48,
                "predictor_ms": 20000.0, "predictor_frames": 48, "decode_ms": 500.0, "decode_frames": 48}
-    ref = {**bench.summarize(48, 25.0), "peak_rss_mib": 5000.0, "stages": bench.per_frame_stages(ref_raw)}
-    w = bench.weight_bytes_per_frame({"blk.0.w": 500_000_000}, {"a.gen.code.blk.0.w": 50_000_000})
-    c = {"quant": "q8_0", "threads": 2, "ours": ours, "reference": ref, "weights": w, **bench.combine(ours, ref),
-         **bench.bandwidth_share(w["bytes_per_frame"], ours["frames_per_s"], 20.0),
+    ref = {**logs.summarize(48, 25.0), "peak_rss_mib": 5000.0, "stages": logs.per_frame_stages(ref_raw)}
+    w = weights.weight_bytes_per_frame({"blk.0.w": 500_000_000}, {"a.gen.code.blk.0.w": 50_000_000})
+    c = {"quant": "q8_0", "threads": 2, "ours": ours, "reference": ref, "weights": w, **runs.combine(ours, ref),
+         **weights.bandwidth_share(w["bytes_per_frame"], ours["frames_per_s"], 20.0),
          "server": {"ttfa_ms": 612.4}}
     return {"shape": "0.6b", "frames": 48, "machine": {"cpu": "Test CPU", "cpus": 2, "loadavg": 0.1},
             "bandwidth": [{"threads": 2, "gbps": 20.0}], "build": "version: x", "configs": [c],
@@ -147,7 +147,7 @@ def _doc():
 
 def test_markdown_table_has_the_figures():
     doc = _doc()
-    md = bench.render_markdown([doc])
+    md = report.render_markdown([doc])
     c = doc["configs"][0]
     row = next(ln for ln in md.splitlines() if ln.startswith("| q8_0 |"))
     cells = [x.strip() for x in row.strip("|").split("|")]
@@ -167,7 +167,7 @@ def test_markdown_without_reference_or_server_shows_dashes():
     c = doc["configs"][0]
     c["reference"], c["server"] = None, {"ttfa_ms": None}
     c.pop("rtf_ratio"), c.pop("speedup")
-    row = next(ln for ln in bench.render_markdown([doc]).splitlines() if ln.startswith("| q8_0 |"))
+    row = next(ln for ln in report.render_markdown([doc]).splitlines() if ln.startswith("| q8_0 |"))
     cells = [x.strip() for x in row.strip("|").split("|")]
     assert cells[4] == cells[5] == cells[6] == "–"
 
@@ -187,9 +187,9 @@ def test_parse_threads_and_quants():
 def test_shape_name_matches_released_geometry():
     from q3build.speech.model import shapes, tiny
 
-    assert bench.shape_name(tiny.model_config(shapes.SHAPE_0_6B, "custom_voice")) == "0.6b"
-    assert bench.shape_name(tiny.model_config(shapes.SHAPE_1_7B, "base")) == "1.7b"
-    assert bench.shape_name({"talker_config": {"hidden_size": 7}}).startswith("custom")
+    assert runs.shape_name(tiny.model_config(shapes.SHAPE_0_6B, "custom_voice")) == "0.6b"
+    assert runs.shape_name(tiny.model_config(shapes.SHAPE_1_7B, "base")) == "1.7b"
+    assert runs.shape_name({"talker_config": {"hidden_size": 7}}).startswith("custom")
 
 
 def _qwen_tts_config_module(rel: str):
@@ -244,8 +244,8 @@ def test_analysis_names_dominant_stage_bandwidth_and_fixed_cost():
     tiny["shape"] = "tiny"
     t_raw = {"prompt_ms": 20.0, "prompt_tokens": 14, "talker_ms": 48.0, "talker_steps": 48,
              "predictor_ms": 1200.0, "predictor_frames": 48, "decode_ms": 96.0, "decode_frames": 48}
-    tiny["configs"][0]["ours"]["stages"] = bench.per_frame_stages(t_raw)
-    notes = bench.analysis(doc, [tiny])
+    tiny["configs"][0]["ours"]["stages"] = logs.per_frame_stages(t_raw)
+    notes = report.analysis(doc, [tiny])
     assert len(notes) == 1
     n = notes[0]
     assert n.startswith("q8_0, 2 threads, llama-tts: predictor dominates (")
@@ -253,8 +253,8 @@ def test_analysis_names_dominant_stage_bandwidth_and_fixed_cost():
     assert f"{c['bandwidth_share']:.0%} of the measured read bandwidth" in n
     # tiny predictor 25 ms/frame of the 0.6B's 5900/48 ms
     assert f"predictor 25.0 of {5900 / 48:.1f} ms ({25 / (5900 / 48):.0%})" in n
-    assert bench.analysis(tiny, [tiny]) == []           # no observations about the tiny run itself
-    md = bench.render_markdown([doc, tiny])
+    assert report.analysis(tiny, [tiny]) == []           # no observations about the tiny run itself
+    md = report.render_markdown([doc, tiny])
     assert n in md
 
 
@@ -262,13 +262,13 @@ def test_kv_cache_bytes_from_metadata():
     meta = {"general.architecture": "qwen3tts", "qwen3tts.block_count": 28, "qwen3tts.context_length": 32768,
             "qwen3tts.attention.head_count_kv": 8, "qwen3tts.attention.key_length": 128,
             "qwen3tts.attention.value_length": 128}
-    assert bench.kv_cache_bytes(meta) == 32768 * 28 * 8 * 256 * 2
-    assert bench.kv_cache_bytes(meta, n_ctx=1000) == 1000 * 28 * 8 * 256 * 2
+    assert weights.kv_cache_bytes(meta) == 32768 * 28 * 8 * 256 * 2
+    assert weights.kv_cache_bytes(meta, n_ctx=1000) == 1000 * 28 * 8 * 256 * 2
     # no key_length: embedding / heads
     meta2 = {k: v for k, v in meta.items() if "length" not in k or k.endswith("context_length")}
     meta2.update({"qwen3tts.embedding_length": 2048, "qwen3tts.attention.head_count": 16})
-    assert bench.kv_cache_bytes(meta2) == 32768 * 28 * 8 * 256 * 2
-    assert bench.kv_cache_bytes({}) is None
+    assert weights.kv_cache_bytes(meta2) == 32768 * 28 * 8 * 256 * 2
+    assert weights.kv_cache_bytes({}) is None
 
 
 def test_gguf_header_keeps_scalar_metadata(tmp_path):
@@ -276,7 +276,7 @@ def test_gguf_header_keeps_scalar_metadata(tmp_path):
           ("qwen3tts.block_count", 4, struct.pack("<I", 28))]
     f = tmp_path / "m.gguf"
     f.write_bytes(_gguf([("a", 32)], kv=kv))
-    meta, tensors, types = bench.read_gguf_header(f)
+    meta, tensors, types = weights.read_gguf_header(f)
     assert meta == {"general.architecture": "qwen3tts", "qwen3tts.block_count": 28} and tensors == {"a": 32}
     assert types == {"a": 0}
 
@@ -285,39 +285,39 @@ def test_analysis_names_the_f32_share_of_the_predictor():
     doc = _doc()
     w = doc["configs"][0]["weights"]
     w["predictor_f32_matrix_bytes"] = 30_000_000
-    note = next(n for n in bench.analysis(doc) if "code predictor reads" in n)
+    note = next(n for n in report.analysis(doc) if "code predictor reads" in n)
     assert note == (f"q8_0: the code predictor reads 50 MB per pass ({w['predictor_bytes'] / w['bytes_per_frame']:.0%} "
                     "of the weight bytes of a frame), of which 30 MB are matrices the converter keeps in f32.")
 
 
 def test_best_of_keeps_the_fastest_and_every_time():
     times = iter([3.0, 1.5, 2.0])
-    r = bench.best_of(3, lambda: {"synth_s": next(times), "tag": "x"})
+    r = runs.best_of(3, lambda: {"synth_s": next(times), "tag": "x"})
     assert r["synth_s"] == 1.5 and r["synth_s_runs"] == [3.0, 1.5, 2.0]
-    assert bench.best_of(0, lambda: {"synth_s": 4.0})["synth_s_runs"] == [4.0]
+    assert runs.best_of(0, lambda: {"synth_s": 4.0})["synth_s_runs"] == [4.0]
 
 
 def test_parse_server_headers():
     h = {"X-Speech-Frames": "48", "X-Wall-Seconds": "12.000", "X-Speech-Stages-Ms":
          "prompt=300.0 talker=2400.0 code=7200.0 decode=1920.0"}
-    r = bench.parse_server_headers(h)
+    r = logs.parse_server_headers(h)
     assert r["frames"] == 48 and r["rtf"] == pytest.approx(12.0 / 3.84)
     assert r["stages"]["predictor_ms_per_frame"] == pytest.approx(150.0)
     assert r["stages"]["decode_ms_per_frame"] == pytest.approx(40.0)
-    assert bench.parse_server_headers({"X-Speech-Frames": "48"}) is None
-    assert bench.parse_server_headers({**h, "X-Speech-Stages-Ms": "garbage"}) is None
+    assert logs.parse_server_headers({"X-Speech-Frames": "48"}) is None
+    assert logs.parse_server_headers({**h, "X-Speech-Stages-Ms": "garbage"}) is None
 
 
 def test_server_table_and_analysis():
     doc = _doc()
     c = doc["configs"][0]
-    c["server"]["synthesis"] = bench.parse_server_headers(
+    c["server"]["synthesis"] = logs.parse_server_headers(
         {"X-Speech-Frames": "48", "X-Wall-Seconds": "12.000",
          "X-Speech-Stages-Ms": "prompt=300.0 talker=2400.0 code=7200.0 decode=1920.0"})
-    md = bench.render_markdown([doc])
+    md = report.render_markdown([doc])
     row = next(ln for ln in md.splitlines() if ln.startswith("| q8_0 | 2 | 48 | 3.12 |"))
     cells = [x.strip() for x in row.strip("|").split("|")]
     assert cells[4] == f"{c['reference']['rtf']:.2f}"
     assert cells[5] == f"{3.125 / c['reference']['rtf']:.2f}"
     assert cells[6] == "612 / –" and cells[11].startswith("predictor ")
-    assert any(n.startswith("q8_0, 2 threads, llama-server: predictor dominates") for n in bench.analysis(doc))
+    assert any(n.startswith("q8_0, 2 threads, llama-server: predictor dominates") for n in report.analysis(doc))

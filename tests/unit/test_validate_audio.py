@@ -8,7 +8,8 @@ import struct
 
 import pytest
 
-from q3build.speech.validate import duration_bounds, parse_sse, parse_wav, rms
+from q3build.speech.audio import parse_sse, parse_wav, rms
+from q3build.speech.validate import duration_bounds
 
 
 def wav(pcm: bytes, rate=24000, channels=1, bits=16, fmt_tag=1, extra=b""):

@@ -26,9 +26,8 @@ from q3build.core import workspace
 from q3build.core.series import sha256_file
 from q3build.errors import InputError, Q3BuildError
 from q3build.project import Project
+from q3build.speech.facts import MMPROJ, TALKER
 
-TALKER = "talker.gguf"
-MMPROJ = "mmproj.gguf"
 MANIFEST = "q3tts-model.json"
 # talker outtype -> (converter outtype for the talker, converter outtype for the mmproj)
 OUTTYPES = {"f32": ("f32", "f32"), "f16": ("f16", "f16"), "q8_0": ("q8_0", "q8_0"), "q4_0": ("f16", "q8_0")}

@@ -28,13 +28,11 @@ import numpy as np
 
 from q3build import proc
 from q3build.errors import InputError, Q3BuildError
+from q3build.speech import argv as speech_argv
+from q3build.speech import reference
 
 CODEC_EOS = 2150
 N_CODES = 2048
-LANG_CODES = {"english": "en", "chinese": "zh", "german": "de", "spanish": "es", "japanese": "ja", "french": "fr",
-              "korean": "ko", "russian": "ru", "italian": "it", "portuguese": "pt"}
-
-
 @dataclass(frozen=True, kw_only=True)
 class Request:
     checkpoint: Path
@@ -172,22 +170,11 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
     dump = work / "ours"
     dump.mkdir()
     wav = work / "ours.wav"
-    argv = [llama_tts, "-m", req.model_dir / "talker.gguf", "-mm", req.model_dir / "mmproj.gguf",
-            "-p", req.text, "--tts-lang", LANG_CODES.get(req.language, req.language), "-o", wav,
-            "-n", str(req.frames), "--temp", "0", "--top-k", "1", "-t", "2",
-            # f32 end to end, like the reference: an f16 KV cache or CPU flash attention (which works
-            # in f16) moves the logits by ~1e-3, enough to flip near-tied greedy picks of random weights
-            "-ctk", "f32", "-ctv", "f32", "-fa", "off",
-            # no weight repacking: ggml's AMX q8_0 kernel (chosen on AMX CPUs) crashes on tiny shapes
-            "--no-repack"]
-    if req.layout == "streaming":
-        argv.append("--tts-streaming-text")
-    if req.reference_wav and req.variant == "base":
-        argv += ["--tts-speaker-file", req.reference_wav]
-    if req.speaker:
-        argv += ["--tts-speaker", req.speaker]
-    if req.instruct:
-        argv += ["--tts-instruct", req.instruct]
+    voice = speech_argv.Voice(speaker=req.speaker, instruct=req.instruct,
+                              reference_wav=req.reference_wav if req.variant == "base" else None)
+    argv = speech_argv.llama_tts(llama_tts, req.model_dir, req.text, language=req.language, wav=wav, voice=voice,
+                                 frames=req.frames, threads=2, streaming_text=req.layout == "streaming",
+                                 extra=speech_argv.PARITY_NUMERICS)
     proc.run(argv, env={**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, capture=True)
     pcm, _ = sf.read(wav, dtype="float32")
     codes = np.fromfile(dump / "codes.i32", dtype=np.int32)
@@ -202,6 +189,7 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
 
 
 def parity(req: Request, llama_tts: Path, env: Mapping[str, str]) -> Report:
+    reference.require("model parity")
     with tempfile.TemporaryDirectory(prefix="q3-parity-") as tmp:
         work = Path(tmp)
         ours = run_ours(req, llama_tts, work, env)

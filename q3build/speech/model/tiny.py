@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from q3build.speech.facts import FRAME_RATE, SAMPLE_RATE
 from q3build.speech.model import vocab
 from q3build.speech.model.shapes import ModelShape
 
@@ -88,7 +89,7 @@ def speaker_config(shape: ModelShape) -> dict:
     return {"mel_dim": 128, "enc_dim": shape.talker.hidden, "enc_channels": list(s.channels),
             "enc_kernel_sizes": list(s.kernels), "enc_dilations": list(s.dilations),
             "enc_attention_channels": s.attention, "enc_res2net_scale": s.res2net_scale,
-            "enc_se_channels": s.se, "sample_rate": 24000}
+            "enc_se_channels": s.se, "sample_rate": SAMPLE_RATE}
 
 
 def model_config(shape: ModelShape, variant: Variant) -> dict:
@@ -109,7 +110,7 @@ def speech_tokenizer_config(shape: ModelShape) -> dict:
     d, m = shape.decoder, shape.mimi
     return {
         "architectures": ["Qwen3TTSTokenizerV2Model"], "model_type": "qwen3_tts_tokenizer_12hz",
-        "encoder_valid_num_quantizers": d.quantizers, "input_sample_rate": 24000, "output_sample_rate": 24000,
+        "encoder_valid_num_quantizers": d.quantizers, "input_sample_rate": SAMPLE_RATE, "output_sample_rate": SAMPLE_RATE,
         "encode_downsample_rate": 1920, "decode_upsample_rate": 1920,
         "decoder_config": {
             "codebook_size": d.codebook_size, "codebook_dim": d.codebook_dim, "latent_dim": d.latent,
@@ -122,7 +123,7 @@ def speech_tokenizer_config(shape: ModelShape) -> dict:
             "vector_quantization_hidden_dimension": d.codebook_dim, "attention_bias": False,
         },
         "encoder_config": {
-            "model_type": "mimi", "_frame_rate": 12.5, "sampling_rate": 24000, "audio_channels": 1,
+            "model_type": "mimi", "_frame_rate": FRAME_RATE, "sampling_rate": SAMPLE_RATE, "audio_channels": 1,
             "num_filters": m.filters, "upsampling_ratios": list(m.upsampling_ratios), "kernel_size": 7,
             "residual_kernel_size": 3, "last_kernel_size": 3, "num_residual_layers": 1, "dilation_growth_rate": 2,
             "compress": 2, "use_causal_conv": True, "pad_mode": "constant", "hidden_size": m.hidden,
@@ -140,7 +141,7 @@ def speech_tokenizer_config(shape: ModelShape) -> dict:
 
 PREPROCESSOR_CONFIG = {"feature_extractor_type": "EncodecFeatureExtractor", "feature_size": 1,
                        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True,
-                       "sampling_rate": 24000, "chunk_length_s": None, "overlap": None}
+                       "sampling_rate": SAMPLE_RATE, "chunk_length_s": None, "overlap": None}
 
 
 # --- tensor layout ------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""The speech package's shared pieces: the command lines every tool runs, and the reference check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from q3build import cli
+from q3build.errors import ToolMissingError
+from q3build.speech import argv, facts, reference
+
+from ..conftest import REPO
+
+
+def test_server_argv_binds_loopback_and_names_both_model_files():
+    a = argv.llama_server(Path("/b/llama-server"), Path("/m"), port=8123, prefix=["qemu-riscv64", "-L", "/x"],
+                          threads=2, max_frames=16, extra=argv.BENCH_NUMERICS)
+    assert a[:4] == ["qemu-riscv64", "-L", "/x", "/b/llama-server"]
+    assert a[4:8] == ["-m", "/m/talker.gguf", "--mmproj", "/m/mmproj.gguf"]
+    assert a[a.index("--host") + 1] == "127.0.0.1" and a[a.index("--port") + 1] == "8123"
+    assert a[a.index("-t") + 1] == "2" and a[a.index("--tts-max-frames") + 1] == "16"
+    assert a[-len(argv.BENCH_NUMERICS):] == list(argv.BENCH_NUMERICS)
+    bare = argv.llama_server(Path("/b/llama-server"), None, port=1)
+    assert "-m" not in bare and "-t" not in bare
+
+
+def test_tts_argv_is_greedy_and_carries_the_voice():
+    v = argv.Voice(speaker="vivian", instruct="calm", reference_wav=Path("/v/alice.wav"))
+    a = argv.llama_tts(Path("/b/llama-tts"), Path("/m"), "Hi.", language="german", wav=Path("/o.wav"), voice=v,
+                       frames=12, threads=2, streaming_text=True, extra=argv.PARITY_NUMERICS)
+    assert a[a.index("--tts-lang") + 1] == "de"           # a name becomes its code
+    assert a[a.index("-n") + 1] == "12" and "--tts-streaming-text" in a
+    assert a[a.index("--top-k") + 1] == "1" and a[a.index("--temp") + 1] == "0"
+    assert a[a.index("--tts-speaker") + 1] == "vivian" and a[a.index("--tts-instruct") + 1] == "calm"
+    assert a[a.index("--tts-speaker-file") + 1] == "/v/alice.wav"
+    assert a[a.index("-ctk") + 1] == "f32" and a[a.index("-fa") + 1] == "off"
+    assert facts.lang_code("xx") == "xx"
+
+
+def test_missing_model_files_names_each(tmp_path):
+    (tmp_path / facts.TALKER).write_bytes(b"")
+    assert facts.missing_model_files(tmp_path) == [facts.MMPROJ]
+
+
+def test_reference_missing_is_exit_5_naming_the_install_command(monkeypatch):
+    monkeypatch.setattr(reference, "installed", lambda: False)
+    with pytest.raises(ToolMissingError) as e:
+        reference.require("model parity")
+    assert e.value.exit_code == 5 and "scripts/bootstrap --test" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("verb", [
+    ["model", "parity", "HF", "--model", "M"],
+    ["bench", "--model", "HF", "--quant", "q8_0", "--threads", "1"],
+])
+def test_verbs_that_need_the_reference_stop_in_one_line(verb, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(reference, "installed", lambda: False)
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"tts_model_type": "custom_voice", "talker_config": {"spk_id": {"a": 1}}}')
+    stage = tmp_path / "work" / "stage" / "host" / "bin"
+    stage.mkdir(parents=True)
+    (stage / "llama-tts").write_text("")
+    monkeypatch.setenv("Q3BUILD_WORK_DIR", str(tmp_path / "work"))
+    args = [str(hf) if a == "HF" else str(tmp_path / "m") if a == "M" else a for a in verb]
+    if verb[0] == "bench":
+        args.append("--no-server")
+    rc = cli.main(["--project", str(REPO), *args])
+    err = capsys.readouterr().err
+    assert rc == 5, err
+    assert "scripts/bootstrap --test" in err and "Traceback" not in err
