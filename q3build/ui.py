@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 
@@ -32,9 +33,11 @@ def warn(msg: str) -> None:
 
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
-    """Print a step header, then ✓/✗ with its duration."""
+    """Print a step header, then ✓/✗ with its duration. On GitHub Actions the step is also a log
+    group; its markers go to stderr like everything else here, because stdout may hold a report
+    (`--json`, `--markdown`) that a workflow redirects to a file."""
     if _GITHUB:
-        print(f"::group::{title}", flush=True)
+        print(f"::group::{title}", file=sys.stderr, flush=True)
     console.print(f"[bold]▶ {title}[/]")
     t0 = time.monotonic()
     ok = False
@@ -46,7 +49,7 @@ def step(title: str) -> Iterator[None]:
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
         console.print(f"{mark} {title} ({dt:.1f} s)")
         if _GITHUB:
-            print("::endgroup::", flush=True)
+            print("::endgroup::", file=sys.stderr, flush=True)
 
 
 # "[12/192] Building CXX object …" (ninja) or "[ 12%] Building …" (make)

@@ -20,18 +20,27 @@ def add_target(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument("--target", "-t", required=required, metavar="T", help="target recipe (see `q3build targets`)")
 
 
+def add_toolchain_options(p: argparse.ArgumentParser) -> None:
+    """Where the toolchain comes from: declared once, for every verb that resolves a plan."""
+    p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
+    p.add_argument("--zig", metavar="PATH|interpreter",
+                   help="zig to use: an executable, or `interpreter` for the ziglang installed in q3build's Python "
+                        "(default, or Q3BUILD_ZIG: the recipe's pinned ziglang, fetched into q3build's cache)")
+
+
 def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="parallel compile jobs (default: all CPUs)")
     p.add_argument("--no-ccache", action="store_true", help="do not use ccache even when installed")
     p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME=VALUE",
                    help="extra CMake cache variable (recorded in the plan, like CMAKE_ARGS)")
-    p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
+    add_toolchain_options(p)
 
 
 def options(args) -> Options:
+    """The plan options from a verb's arguments (the only place a Namespace becomes plan input)."""
     return Options(jobs=getattr(args, "jobs", None), use_ccache=not getattr(args, "no_ccache", False),
                    cmake_defines=tuple(getattr(args, "defines", ()) or ()),
-                   toolchain_path=getattr(args, "toolchain_path", None))
+                   toolchain_path=getattr(args, "toolchain_path", None), zig=getattr(args, "zig", None))
 
 
 def resolve(args, ctx) -> tuple[BuildPlan, Pin, LoadedSeries]:

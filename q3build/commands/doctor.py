@@ -1,12 +1,15 @@
 """Check that this machine has what a target needs, naming the package that provides each
-missing tool. Exits non-zero when a required tool is missing."""
+missing tool. Exits non-zero when a required tool is missing.
+
+What q3build fetches itself (zig for the riscv64 targets, into ~/.cache/q3build) is shown as
+"fetched by make", not as missing: only what needs root (apt) is left for the user."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
 from q3build import ui
-from q3build.commands._common import print_json
+from q3build.commands._common import add_toolchain_options, options, print_json
 from q3build.core import plan as plan_mod
 from q3build.core import recipe
 from q3build.errors import ToolMissingError
@@ -19,16 +22,17 @@ HELP = "list missing system tools for a target, with the packages that provide t
 def add_arguments(p) -> None:
     p.add_argument("--target", "-t", metavar="T", action="append",
                    help="target to check (repeatable; default: all targets)")
-    p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
+    add_toolchain_options(p)
     p.add_argument("--json", action="store_true")
 
 
 def run(args, ctx) -> int:
-    opts = plan_mod.Options(toolchain_path=args.toolchain_path)
+    opts = options(args)
+    where = plan_mod.settings(ctx.project, ctx.env, opts)
     names = []
     for asked in args.target or recipe.names(ctx.project):
         try:
-            name, alias, why = plan_mod.resolve_name(ctx.project, asked, opts)
+            name, alias, why = plan_mod.resolve_name(ctx.project, asked, opts, ctx.env)
         except ToolMissingError as e:   # an alias none of whose targets can build here: check them all
             ui.info(f"{asked}: {e}")
             names += [n for n, _ in recipe.alias_candidates(ctx.project, asked)]
@@ -40,12 +44,13 @@ def run(args, ctx) -> int:
     for name in names:
         target = plan_mod.with_toolchain_path(recipe.load(ctx.project, name), opts)
         explicit = bool(args.target)
-        for tool in toolchains.tools_for(target, ctx.env):
+        for tool in toolchains.tools_for(target, ctx.env, where):
             path = toolchains.find(tool.name, ctx.env)
-            # a vendor toolchain nobody asked for is not a missing tool of this machine
-            required = tool.required and (explicit or not tool.name.startswith("<"))
+            # a vendor toolchain nobody asked for is not a missing tool of this machine, nor is one
+            # q3build fetches itself
+            required = tool.required and not tool.fetch and (explicit or not tool.name.startswith("<"))
             row = {"target": name, "tool": tool.name, "purpose": tool.purpose, "found": path,
-                   "required": required, "apt": tool.apt, "pip": tool.pip}
+                   "required": required, "apt": tool.apt, "pip": tool.pip, "fetch": tool.fetch}
             report.append(row)
             if path is None and required:
                 missing_required.append(row)
@@ -56,9 +61,11 @@ def run(args, ctx) -> int:
         for c in ("target", "tool", "status", "provided by", "purpose"):
             t.add_column(c, overflow="fold")
         for r in report:
-            status = "[green]ok[/]" if r["found"] else ("[red]missing[/]" if r["required"] else "[yellow]optional[/]")
-            how = " / ".join(x for x in (f"apt install {r['apt']}" if r["apt"] else "",
-                                         f"pip install {r['pip']}" if r["pip"] else "") if x)
+            status = "[green]ok[/]" if r["found"] else ("[red]missing[/]" if r["required"] else
+                                                        "[cyan]fetched by make[/]" if r["fetch"] else "[yellow]optional[/]")
+            how = r["fetch"] if r["fetch"] and not r["found"] else \
+                " / ".join(x for x in (f"apt install {r['apt']}" if r["apt"] else "",
+                                       f"pip install {r['pip']}" if r["pip"] else "") if x)
             t.add_row(r["target"], r["tool"], status, how, r["purpose"])
         ui.console.print(t)
         if missing_required:

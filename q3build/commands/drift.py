@@ -57,6 +57,7 @@ def run(args, ctx) -> int:
         for c in p.conflicts:
             detail += f"\n{c.file} {c.hunk}: " + (", ".join(f"{cm.sha[:9]} {cm.subject}" for cm in c.commits)
                                                   or ("no upstream commit found" if report.history else "no history"))
+        detail += "".join(f"\nupstream in {cm.sha[:9]} {cm.subject}" for cm in p.commits)
         tab.add_row(str(i), p.file, f"[{STYLE[p.verdict]}]{p.verdict}[/]", detail)
     ui.console.print(tab)
     return 0

@@ -82,6 +82,7 @@ def run(args, ctx) -> int:
     default_vlen = t.emulator.vlen or 256
     vlens = _vlens(args.vlen) if args.vlen else None
     sync_and_render(ctx, plan, pin, series)
+    plan = build.fetch_toolchain(plan, ctx.env)
     result = build.BuildResult()
     build.configure_and_build(ctx.project, plan, ctx.env, result, targets=tuple(tests))
     runs = []

@@ -27,5 +27,5 @@ def run(args, ctx) -> int:
         print("matrix=" + json.dumps(matrix.github(ctx.project), separators=(",", ":"), sort_keys=True))
         return 0
     included, excluded = matrix.entries(ctx.project)
-    print_json({"include": [e.to_json() for e in included], "excluded": excluded})
+    print_json({"include": [e.to_record() for e in included], "excluded": excluded})
     return 0

@@ -16,7 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from q3build import ui
-from q3build.commands._common import add_target, print_json, resolve
+from q3build.commands._common import (
+    add_target,
+    add_toolchain_options,
+    print_json,
+    resolve,
+)
 from q3build.core.series import sha256_file
 from q3build.release import package
 
@@ -27,7 +32,7 @@ HELP = "make a deterministic release archive of a staged build"
 def add_arguments(p) -> None:
     add_target(p)
     p.add_argument("--out", metavar="DIR", type=Path, help="output directory (default: .q3build/dist)")
-    p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
+    add_toolchain_options(p)
     p.add_argument("--wheel", action="store_true",
                    help="also build a wheel with scikit-build-core (pip install puts llama-server on PATH)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 def run(args, ctx) -> int:
     plan = plan_mod.resolve(ctx.project, args.target, ctx.env, options(args))
     if args.json:
-        print_json(plan.to_json())
+        print_json(plan.to_record())
         return 0
     show(plan)
     return 0
@@ -47,6 +47,13 @@ def show(plan) -> None:
     t.add_row("overlay", plan.overlay_digest[:12])
     t.add_row("--version", plan.version_line)
     t.add_row("toolchain", f"{plan.toolchain.kind}: {plan.toolchain.cc} ({plan.toolchain.cc_version})")
+    tc = plan.toolchain
+    if tc.zig:
+        t.add_row("zig", f"{tc.zig} ({tc.source})")
+    if tc.fetch:
+        f = tc.fetch
+        t.add_row("fetch", f"{f['wheel']} (sha256 {f['sha256'][:16]}…), in {f['dir']}" if f["wheel"] else
+                  f"make fetches {f['package']}=={f['version']} (PyPI, sha256 pinned in the recipe) into {f['dir']}")
     t.add_row("generator", plan.generator)
     t.add_row("ccache", plan.ccache or "off")
     for k, v in plan.cache_vars.items():

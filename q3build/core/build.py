@@ -8,6 +8,7 @@ launcher and unit into a prefix tree with a build-info record.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -21,13 +22,15 @@ from q3build.core.plan import STAGED_OUTPUTS, BuildPlan
 from q3build.core.series import sha256_file
 from q3build.errors import BuildError, CommandError, WorkspaceError
 from q3build.project import Project, ensure_owned_dir
-from q3build.toolchains import emulation
+from q3build.toolchains import emulation, kind_of
 
 KEY_FILE = "q3build-key.json"
 
 
 @dataclass
 class BuildResult:
+    """What a make did: timings, ccache hits, staged artifacts, the --version check."""
+
     configured: bool = False
     configure_seconds: float = 0.0
     build_seconds: float = 0.0
@@ -37,6 +40,13 @@ class BuildResult:
     version_output: str = ""
     emulator: str = ""
 
+    def to_record(self) -> dict:
+        return {"configured": self.configured,
+                "seconds": {"configure": round(self.configure_seconds, 2), "build": round(self.build_seconds, 2),
+                            "stage": round(self.stage_seconds, 2)},
+                "ccache": self.ccache, "artifacts": self.artifacts, "version": self.version_output,
+                "version_checked_with": self.emulator or None}
+
 
 def build_env(project: Project, plan: BuildPlan, env: Mapping[str, str]) -> dict[str, str]:
     e = dict(env)
@@ -45,10 +55,7 @@ def build_env(project: Project, plan: BuildPlan, env: Mapping[str, str]) -> dict
         e.update(CCACHE_DIR=str(project.ccache_dir),
                  # paths below the workspace hash as relative: hits across clones and workspaces
                  CCACHE_BASEDIR=str(project.work), CCACHE_NOHASHDIR="true")
-        if plan.toolchain.kind == "zig":
-            # the compiler is a rendered wrapper script, rewritten on every make: hash its content (which
-            # names the zig binary and version, and the flags it adds), not its mtime
-            e["CCACHE_COMPILERCHECK"] = "content"
+        e.update(kind_of(plan.target).build_env(plan))
     return e
 
 
@@ -90,28 +97,53 @@ def prepare_build_dir(plan: BuildPlan) -> bool:
     return True
 
 
-def configure_and_build(project: Project, plan: BuildPlan, env: Mapping[str, str], result: BuildResult, *,
-                        targets: tuple[str, ...] | None = None) -> None:
-    """Configure when needed, then build ``targets`` (default: the recipe's build_targets)."""
-    targets = targets or tuple(plan.target.cmake.build_targets)
+def fetch_toolchain(plan: BuildPlan, env: Mapping[str, str]) -> BuildPlan:
+    """Fetch what the plan's toolchain kind fetches itself (zig: the pinned ziglang wheel) if it is
+    missing; returns the plan with the fetched files recorded (the cache key does not change)."""
+    kind = kind_of(plan.target)
+    f = plan.toolchain.fetch
+    if not f or f.get("wheel"):
+        return plan
+    with ui.step(f"Fetching {f['package']}=={f['version']} into {f['dir']}"):
+        tc = kind.prepare(plan, env)
+    if tc is None:
+        return plan
+    ui.info(f"{tc.fetch['wheel']}: sha256 {tc.fetch['sha256']} (pinned)")
+    return dataclasses.replace(plan, toolchain=tc)
+
+
+def configure(project: Project, plan: BuildPlan, env: Mapping[str, str], result: BuildResult) -> None:
+    """Configure when the build dir is new or its cache key changed."""
     benv = build_env(project, plan, env)
     ensure_owned_dir(project.work)
     plan.log_dir.mkdir(parents=True, exist_ok=True)
+    if not prepare_build_dir(plan):
+        return
+    with ui.step(f"Configuring {plan.target_name} ({plan.generator})"):
+        t0 = time.monotonic()
+        log = plan.log_dir / "configure.log"
+        log.write_text("")
+        try:
+            proc.stream(plan.configure_argv(), log_file=log, env=benv)
+        except CommandError as e:
+            raise BuildError(f"configure failed for target {plan.target_name}: see {log}\n"
+                             + _first_error(e.tail)) from None
+        check_ime_spec(plan, log)
+        (plan.build_dir / KEY_FILE).write_text(json.dumps({"cache_key": plan.cache_key}) + "\n")
+        result.configured = True
+        result.configure_seconds = time.monotonic() - t0
+
+
+def build(project: Project, plan: BuildPlan, env: Mapping[str, str], result: BuildResult, *,
+          targets: tuple[str, ...] | None = None) -> None:
+    """Build ``targets`` (default: the recipe's build_targets) in a configured build dir."""
+    targets = targets or tuple(plan.target.cmake.build_targets)
+    benv = build_env(project, plan, env)
+    if not (plan.build_dir / KEY_FILE).is_file():
+        raise BuildError(f"{plan.build_dir}: not configured for target {plan.target_name}",
+                         hint=f"run `q3build make --target {plan.target_name}` without --skip configure")
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
     before = _ccache_stats(plan, benv)
-    if prepare_build_dir(plan):
-        with ui.step(f"Configuring {plan.target_name} ({plan.generator})"):
-            t0 = time.monotonic()
-            log = plan.log_dir / "configure.log"
-            log.write_text("")
-            try:
-                proc.stream(plan.configure_argv(), log_file=log, env=benv)
-            except CommandError as e:
-                raise BuildError(f"configure failed for target {plan.target_name}: see {log}\n"
-                                 + _first_error(e.tail)) from None
-            check_ime_spec(plan, log)
-            (plan.build_dir / KEY_FILE).write_text(json.dumps({"cache_key": plan.cache_key}) + "\n")
-            result.configured = True
-            result.configure_seconds = time.monotonic() - t0
     with ui.step(f"Building {' '.join(targets)} for {plan.target_name}"):
         t0 = time.monotonic()
         log = plan.log_dir / "build.log"
@@ -126,13 +158,20 @@ def configure_and_build(project: Project, plan: BuildPlan, env: Mapping[str, str
     result.ccache = _ccache_delta(before, _ccache_stats(plan, benv)) if plan.ccache else {}
 
 
+def configure_and_build(project: Project, plan: BuildPlan, env: Mapping[str, str], result: BuildResult, *,
+                        targets: tuple[str, ...] | None = None) -> None:
+    """Configure when needed, then build ``targets`` (default: the recipe's build_targets)."""
+    configure(project, plan, env, result)
+    build(project, plan, env, result, targets=targets)
+
+
 def check_ime_spec(plan: BuildPlan, log) -> None:
     """ggml decides which SpacemiT IME kernels to compile by probing the assembler; a recipe that asks
     for IME must get them, not a silent RVV-only build."""
     ime = plan.target.cpu.ime
     if ime == "none" or not plan.cache_vars.get("GGML_CPU_RISCV64_SPACEMIT"):
         return
-    m = re.search(r"^RISCV64_SPACEMIT_IME_SPEC: ?(.*)$", log.read_text(errors="replace"), re.M)
+    m = re.search(r"^RISCV64_SPACEMIT_IME_SPEC: ?(.*)$", log.read_text(errors="replace"), re.MULTILINE)
     spec = m.group(1).strip() if m else ""
     want = f"RISCV64_SPACEMIT_{ime.upper()}"
     if want not in spec.split(";"):
@@ -144,7 +183,7 @@ def check_ime_spec(plan: BuildPlan, log) -> None:
 
 def _first_error(tail: str) -> str:
     lines = tail.splitlines()
-    errs = [ln for ln in lines if re.search(r"\berror\b", ln, re.I)]
+    errs = [ln for ln in lines if re.search(r"\berror\b", ln, re.IGNORECASE)]
     return "  " + "\n  ".join((errs or lines)[-5:])
 
 
@@ -180,7 +219,7 @@ def stage(project: Project, plan: BuildPlan, env: Mapping[str, str], result: Bui
                              f"(exit {r.returncode}): {result.version_output[-300:]}")
     result.artifacts = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
                         for rel in plan.artifacts]
-    info = {"plan": plan.to_json(), "artifacts": result.artifacts, "version_output": result.version_output,
+    info = {"plan": plan.to_record(), "artifacts": result.artifacts, "version_output": result.version_output,
             "version_checked_with": result.emulator or ("native" if not plan.target.cross else None)}
     (tmp / "share" / "q3build").mkdir(parents=True, exist_ok=True)
     (tmp / "share" / "q3build" / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")

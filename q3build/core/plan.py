@@ -28,14 +28,10 @@ from q3build.core.recipe import Target
 from q3build.core.series import LoadedSeries
 from q3build.errors import RecipeError, ToolMissingError
 from q3build.project import Project
-from q3build.toolchains import emulation
+from q3build.toolchains import KINDS, emulation, kind_of
 from q3build.toolchains import resolve as toolchains
-from q3build.toolchains.resolve import ResolvedToolchain
-
-# Variables the zig toolchain needs (a recipe may not change them): zig has no OpenMP runtime, and it
-# links its libc++ statically into every shared object, so a shared build aborts at start-up
-# ("free(): invalid pointer").
-ZIG_OPTIONS = {"GGML_OPENMP": False, "BUILD_SHARED_LIBS": False}
+from q3build.toolchains.base import ResolvedToolchain, Settings
+from q3build.toolchains.zig import WRAPPER_DIR
 
 # Variables q3build owns: set for every target, a recipe may not change them.
 OFFLINE_OPTIONS = {
@@ -54,6 +50,7 @@ class Options:
     toolchain_path: str | None = None
     use_ccache: bool = True
     cmake_defines: tuple[str, ...] = ()   # -D NAME=VALUE from the command line
+    zig: str | None = None                 # --zig: "interpreter" or a zig executable (default: fetched)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,27 +155,22 @@ class BuildPlan:
         return ["cmake", "--build", str(self.build_dir), "--parallel", str(self.jobs),
                 "--target", *(targets or self.target.cmake.build_targets)]
 
-    def to_json(self) -> dict:
+    def to_record(self) -> dict:
+        """The plan as JSON data: `plan --json`, build-info.json and the release manifest read it."""
         return {
             "target": self.target_name,
             "alias": {"name": self.alias, "reason": self.alias_reason} if self.alias else None,
             "description": self.target.description,
             "q3build": __version__,
-            "upstream": {"commit": self.pin.upstream.commit, "build": self.pin.upstream.build,
-                         "tag": self.pin.upstream.tag, "tree": self.pin.upstream.tree, "date": self.pin.upstream.date},
+            "upstream": self.upstream_record(),
             "sources": [s.label for s in self.pin.sources],
             "series_digest": self.series_digest,
             "overlay_digest": self.overlay_digest,
             "patches": [{"file": f, "sha256": s} for f, s in self.patches],
             "version_line": self.version_line,
-            "toolchain": {"kind": self.toolchain.kind, "cc": self.toolchain.cc, "cxx": self.toolchain.cxx,
-                          "cc_version": self.toolchain.cc_version, "cxx_version": self.toolchain.cxx_version,
-                          "triple": self.toolchain.triple, "sysroot": self.toolchain.sysroot, "id": self.toolchain.id,
-                          "zig": self.toolchain.zig, "path": self.toolchain.path},
+            "toolchain": self.toolchain.to_record(),
             "emulator": emulation.argv(self) if self.target.emulator else None,
-            "cmake": {"generator": self.generator, "cache": {k: render.cmake_value(v) for k, v in self.cache_vars.items()},
-                      "cmake_args": list(self.cmake_args), "configure": self.configure_argv(),
-                      "build": self.build_argv()},
+            "cmake": {**self.cmake_record(), "configure": self.configure_argv(), "build": self.build_argv()},
             "ccache": self.ccache,
             "jobs": self.jobs,
             "paths": {"src": str(self.src_dir), "build": str(self.build_dir), "stage": str(self.stage_dir),
@@ -189,34 +181,26 @@ class BuildPlan:
             "cache_key": self.cache_key,
         }
 
+    def upstream_record(self) -> dict:
+        u = self.pin.upstream
+        return {"name": u.name, "commit": u.commit, "build": u.build, "tag": u.tag, "tree": u.tree, "date": u.date}
+
+    def cmake_record(self) -> dict:
+        return {"generator": self.generator,
+                "cache": {k: render.cmake_value(v) for k, v in sorted(self.cache_vars.items())},
+                "cmake_args": list(self.cmake_args)}
+
 
 # Outputs that are installed into the staging prefix (the rest drive the build).
 STAGED_OUTPUTS = ("launcher", "systemd-unit")
-# Headers a zig recipe may force-include (toolchain.force_include), from templates/include/<name>.j2.
-FORCE_INCLUDES = ("spacemit-ime1-asm.h", "spacemit-ime2-asm.h")
-
-
-WRAPPER_DIR = "toolchain"   # zig compiler wrappers, below the render dir
-
-
-def _wrapper_context(tool: str):
-    return lambda c: {**c, "tool": tool} if c["zig"] else None
-
-
-def _include_context(name: str):
-    return lambda c: c if c["zig"] and name in c["zig"]["include_names"] else None
 
 
 def _outputs() -> list[render.Output]:
-    wrappers = [render.Output(f"zig-{role}", "zig-wrapper.sh.j2", f"{WRAPPER_DIR}/{name}",
-                              _wrapper_context({"cxx": "c++"}.get(role, role)), executable=True)
-                for role, name in toolchains.ZIG_WRAPPERS.items()]
-    headers = [render.Output(f"include/{name}", f"include/{name}.j2", f"include/{name}", _include_context(name))
-               for name in FORCE_INCLUDES]
+    """Every file q3build may render, in order; a kind adds its own (zig: compiler wrappers, headers)."""
     return [
         render.Output("initial-cache", "initial-cache.cmake.j2", "initial-cache.cmake", lambda c: c),
         render.Output("toolchain", "toolchain.cmake.j2", "toolchain.cmake", lambda c: c if c["cross"] else None),
-        *wrappers, *headers,
+        *(o for kind in KINDS.values() for o in kind.outputs()),
         render.Output("launcher", "q3tts-serve.sh.j2", "bin/q3tts-serve", lambda c: c, executable=True),
         render.Output("systemd-unit", "q3tts.service.j2", "lib/systemd/system/q3tts.service", lambda c: c),
     ]
@@ -226,7 +210,7 @@ def parse_defines(args: list[str], where: str) -> dict[str, str]:
     """-DNAME=VALUE / -DNAME:TYPE=VALUE pairs from CMAKE_ARGS or --define, for the record."""
     out = {}
     for a in args:
-        body = a[2:] if a.startswith("-D") else a
+        body = a.removeprefix("-D")
         if "=" not in body:
             raise RecipeError(f"{where}: {a!r}: expected -DNAME=VALUE")
         name, value = body.split("=", 1)
@@ -242,16 +226,22 @@ def cmake_args_from(env: Mapping[str, str], cli_defines: tuple[str, ...]) -> tup
     return tuple(args + cli)
 
 
+def settings(project: Project, env: Mapping[str, str], options: Options) -> Settings:
+    """Where toolchains come from: --zig wins over Q3BUILD_ZIG; default, q3build's cache."""
+    return Settings(cache=project.cache, zig=options.zig or env.get("Q3BUILD_ZIG") or None)
+
+
 def with_toolchain_path(target: Target, options: Options) -> Target:
     if options.toolchain_path and target.vendor_toolchain:
         target = dataclasses.replace(target, toolchain=target.vendor_toolchain)
-    if options.toolchain_path and target.toolchain.kind == "external":
+    if options.toolchain_path and kind_of(target).takes_path:
         path = str(Path(options.toolchain_path).expanduser().resolve())
         return dataclasses.replace(target, toolchain=dataclasses.replace(target.toolchain, path=path))
     return target
 
 
-def resolve_name(project: Project, name: str, options: Options = Options()) -> tuple[str, str | None, str]:
+def resolve_name(project: Project, name: str, options: Options = Options(),
+                 env: Mapping[str, str] | None = None) -> tuple[str, str | None, str]:
     """A target name or an alias → (target name, alias or None, why this target)."""
     if name in recipe_mod.names(project):
         return name, None, ""
@@ -259,14 +249,15 @@ def resolve_name(project: Project, name: str, options: Options = Options()) -> t
     if not candidates:
         recipe_mod.load(project, name)   # raises the unknown-target error with its suggestions
     skipped = []
+    where = settings(project, env or {}, options)
     for cand, target in candidates:
         target = with_toolchain_path(target, options)
-        ok, why = toolchains.available(target)
+        ok, why = toolchains.available(target, where)
         if ok:
             reason = (f"{target.alias_note}; " if target.alias_note else "") + why
             reason += f"; skipped {', '.join(skipped)}" if skipped else ""
             return cand, name, reason
-        if options.toolchain_path and target.toolchain.kind == "external":
+        if options.toolchain_path and kind_of(target).takes_path:
             # the user meant this one: do not fall back to another board silently
             raise ToolMissingError(f"alias {name!r} → {cand}: {why}")
         skipped.append(f"{cand} ({why})")
@@ -278,22 +269,24 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
             pin: Pin | None = None, series: LoadedSeries | None = None) -> BuildPlan:
     pin = pin or pin_mod.load(project)
     series = series or series_mod.load(project)
-    target_name, alias, alias_reason = resolve_name(project, target_name, options)
+    target_name, alias, alias_reason = resolve_name(project, target_name, options, env)
     target = with_toolchain_path(recipe_mod.load(project, target_name), options)
-    if options.toolchain_path and target.toolchain.kind != "external":
+    kind = kind_of(target)
+    if options.toolchain_path and not kind.takes_path:
         ui.warn(f"target {target_name}: --toolchain-path is only used by toolchain kind 'external' "
                 f"(this one is {target.toolchain.kind!r}); ignored")
-    if target.toolchain.kind == "external" and not target.toolchain.path:
+    if kind.takes_path and not target.toolchain.path:
         raise toolchains.external_missing(target, target_name)
-    tc = toolchains.resolve(target, env, project.render_dir(target_name) / WRAPPER_DIR)
+    tc = toolchains.resolve(target, env, project.render_dir(target_name) / WRAPPER_DIR,
+                            settings(project, env, options))
     generator = target.cmake.generator or ("Ninja" if toolchains.find("ninja", env) else "Unix Makefiles")
     ccache = toolchains.find("ccache", env) if options.use_ccache else None
     series_digest, overlay_digest = series.digest(), series.overlay_digest()
 
     # options q3build owns override the recipe's, with a warning when the recipe said otherwise
     owned = [(OFFLINE_OPTIONS, "for an offline, q3build-managed build")]
-    if target.toolchain.kind == "zig":
-        owned.append((ZIG_OPTIONS, "with zig"))
+    if kind.cmake_options:
+        owned.append((kind.cmake_options, f"with {kind.name}"))
     managed = {k: v for options_, _ in owned for k, v in options_.items()}
     recipe_opts = dict(target.cmake.options or {})
     for options_, why in owned:
@@ -318,7 +311,7 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
         cmake_args=cmake_args_from(env, options.cmake_defines), jobs=options.jobs or os.cpu_count() or 2,
         ccache=ccache, src_dir=project.src_dir, build_dir=project.build_dir(target_name),
         stage_dir=project.stage_dir(target_name), render_dir=project.render_dir(target_name),
-        zig_cache_dir=project.cache / "zig" if tc.kind == "zig" else None)
+        zig_cache_dir=project.cache / kind.compiler_cache if kind.compiler_cache else None)
     # the distribution string is a cache variable too, known only once the plan exists
     cache_vars["LLAMA_BUILD_DISTRIBUTION"] = plan.distribution
     files = render_files(project, plan)
@@ -330,20 +323,7 @@ def context(plan: BuildPlan) -> dict:
     t = plan.target
     rt = t.runtime
     emulator = emulation.argv(plan, with_env=True) if t.emulator else None
-    zig = None
-    if t.toolchain.kind == "zig":
-        wdir = plan.render_dir / WRAPPER_DIR
-        zig = {
-            "target": f"{t.toolchain.triple}" + (f".{t.toolchain.glibc}" if t.toolchain.glibc else ""),
-            "default_mcpu": toolchains.march_to_mcpu(t.cpu.march or "rv64gc"),
-            "features": "".join(f"+{f}" for f in t.toolchain.features),
-            "include_names": list(t.toolchain.force_include),
-            "includes": [str(plan.render_dir / "include" / h) for h in t.toolchain.force_include],
-            "append_cxxflags": list(t.toolchain.append_cxxflags),
-            "cache_dir": str(plan.zig_cache_dir),
-            "ar": str(wdir / toolchains.ZIG_WRAPPERS["ar"]),
-            "ranlib": str(wdir / toolchains.ZIG_WRAPPERS["ranlib"]),
-        }
+    zig = kind_of(t).render_context(plan)
     return {
         "q3build_version": __version__,
         "target": plan.target_name,

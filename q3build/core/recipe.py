@@ -15,6 +15,7 @@ from q3build.core import schema
 from q3build.core.schema import doc
 from q3build.errors import RecipeError
 from q3build.project import PIN_FILE, Project
+from q3build.toolchains import KINDS, kind_of
 
 SCHEMA_VERSIONS = (1, 1)
 CMakeValue = bool | int | str
@@ -56,6 +57,9 @@ class Toolchain:
                                      "(e.g. -std=gnu++20)", default=())
     glibc: str | None = doc("zig: glibc version the binaries link against (the target's minimum), e.g. 2.36",
                             default=None)
+    wheels: dict[str, str] | None = doc("zig: sha256 of each wheel of the pinned PyPI package q3build may fetch into its "
+                                 "cache (wheel file name → sha256; pip picks the one for this machine)",
+                                 default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,14 +133,15 @@ class Target:
 
     @property
     def cross(self) -> bool:
-        return self.toolchain.kind != "native"
+        return kind_of(self).cross
 
 
 def _checks(t: Target, error) -> None:
     if not SCHEMA_VERSIONS[0] <= t.schema <= SCHEMA_VERSIONS[1]:
         error(("schema",), f"version {t.schema} is not supported (this q3build reads "
                            f"{SCHEMA_VERSIONS[0]}..{SCHEMA_VERSIONS[1]})")
-    if t.toolchain.kind in ("gcc-cross", "clang-cross", "zig") and not t.toolchain.triple:
+    kind = kind_of(t)
+    if kind.needs_triple and not t.toolchain.triple:
         error(("toolchain", "triple"), f"required for toolchain kind {t.toolchain.kind!r}")
     if t.cpu.ime != "none" and t.cpu.arch != "riscv64":
         error(("cpu", "ime"), "SpacemiT IME needs cpu.arch riscv64")
@@ -156,11 +161,13 @@ def _checks(t: Target, error) -> None:
     for i, alias in enumerate(t.aliases):
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", alias):
             error(("aliases", i), f"{alias!r} is not a valid target name (lower case, digits, . _ -)")
-    zig_only = (("features", t.toolchain.features), ("force_include", t.toolchain.force_include),
-                ("append_cxxflags", t.toolchain.append_cxxflags), ("glibc", t.toolchain.glibc))
-    for key, value in zig_only:
-        if value and t.toolchain.kind != "zig":
-            error(("toolchain", key), f"only used by toolchain kind 'zig' (this is {t.toolchain.kind!r})")
+    for other in KINDS.values():
+        for key in other.own_keys:
+            if getattr(t.toolchain, key) and key not in kind.own_keys:
+                error(("toolchain", key), f"only used by toolchain kind {other.name!r} (this is {t.toolchain.kind!r})")
+    for wheel, sha in (t.toolchain.wheels or {}).items():
+        if not re.fullmatch(r"[0-9a-f]{64}", sha) or not wheel.endswith(".whl"):
+            error(("toolchain", "wheels", wheel), "expected <wheel file name>.whl: <sha256, 64 hex digits>")
     for i, name in enumerate(t.toolchain.force_include):
         if "/" in name or not name.endswith(".h"):
             error(("toolchain", "force_include", i), f"{name!r}: expected a header file name from templates/include/")

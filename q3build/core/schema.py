@@ -240,6 +240,18 @@ def load(cls, path: Path, *, display: str | None = None, checks=None):
     return parse(cls, data, file=display or str(path), text=text, checks=checks)
 
 
+def to_record(x):
+    """A schema dataclass (recipe, pin, series entry) as JSON data: the one conversion for all of them
+    (their mappings are read-only proxies, their lists tuples)."""
+    if dataclasses.is_dataclass(x):
+        return {f.name: to_record(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, (dict, types.MappingProxyType)):
+        return {k: to_record(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_record(v) for v in x]
+    return x
+
+
 def check_schema_version(value: int, supported: tuple[int, int], file: str) -> None:
     lo, hi = supported
     if not lo <= value <= hi:

@@ -5,7 +5,8 @@ The newer tree is a revision of the pin's git source (``--ref``), or a directory
 series order, with these verdicts:
 
 - ``upstream``: already upstream. The patch applies in reverse, or ``git am --3way`` leaves nothing
-  to commit (the patch becomes empty).
+  to commit (the patch becomes empty). With history, the upstream commit that brought the change
+  in is named: the first one after the pin that adds the patch's most specific line to its files.
 - ``clean``: ``git apply --check`` accepts it as is.
 - ``3-way``: only ``git am --3way`` applies it (its context moved or changed nearby).
 - ``conflict``: it does not apply. The file and hunk are named, and, when the newer tree comes with
@@ -67,10 +68,11 @@ class PatchDrift:
     verdict: str
     detail: str = ""
     conflicts: list[Conflict] = field(default_factory=list)
+    commits: list[Commit] = field(default_factory=list)     # upstream: the commit that brought it in
 
     def to_json(self) -> dict:
         return {"patch": self.file, "verdict": self.verdict, "detail": self.detail,
-                "conflicts": [c.to_json() for c in self.conflicts]}
+                "conflicts": [c.to_json() for c in self.conflicts], "commits": [c.to_json() for c in self.commits]}
 
 
 @dataclass
@@ -95,8 +97,16 @@ class Report:
                "| # | patch | verdict | detail |", "|---|---|---|---|"]
         for i, p in enumerate(self.patches, 1):
             out.append(f"| {i} | `{p.file}` | {p.verdict} | {_md(p.detail)} |")
-        conflicts = [p for p in self.patches if p.conflicts]
-        for p in conflicts:
+        for p in self.patches:
+            if p.verdict == "upstream":
+                out += ["", f"### `{p.file}`", ""]
+                if not self.history:
+                    out.append("- upstream commit unknown: the newer tree has no history")
+                elif not p.commits:
+                    out.append("- no single upstream commit adds its lines")
+                out += [f"- upstream in {cm.sha[:12]} {_md(cm.subject)}" for cm in p.commits]
+            if not p.conflicts:
+                continue
             out += ["", f"### `{p.file}`", ""]
             for c in p.conflicts:
                 out.append(f"- `{c.file}` `{c.hunk}` (lines {c.lines[0]}–{c.lines[1]} at the pin)")
@@ -155,6 +165,25 @@ def follow(lines: tuple[int, int], hunks: list[tuple[int, int, int, int]]) -> tu
 
     a, b = map_line(first, False), map_line(last, True)
     return (a, max(a, b))
+
+
+def specific_line(patch: Path) -> tuple[list[str], str]:
+    """(the patch's files, its longest added line, stripped; for a patch that only deletes, its
+    longest removed line): the line most likely to be unique to the change."""
+    files, added, removed = [], [], []
+    in_diff = False
+    for line in patch.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("diff --git "):
+            if (f := line.split(" b/", 1)[-1]) not in files:
+                files.append(f)
+            in_diff = True
+        elif line == "-- ":                  # format-patch's signature after the last diff
+            in_diff = False
+        elif in_diff and line.startswith("+") and not line.startswith("+++ "):
+            added.append(line[1:].strip())
+        elif in_diff and line.startswith("-") and not line.startswith("--- "):
+            removed.append(line[1:].strip())
+    return files, max(added, key=len, default="") or max(removed, key=len, default="")
 
 
 def hunk_ranges(patch: Path) -> list[tuple[str, str, tuple[int, int]]]:
@@ -229,6 +258,17 @@ def _touching_commits(tree: Path, pin: str, new: str, file: str, lines: tuple[in
     return found
 
 
+def _bringing_commit(tree: Path, pin: str, new: str, patch: Path, env) -> list[Commit]:
+    """The first upstream commit between the pin and new that adds (or, for a deleting patch,
+    removes) the patch's most specific line in its files, if any."""
+    files, line = specific_line(patch)
+    if not line:
+        return []
+    out = gitutil.out(["log", "--reverse", "--format=%H%x09%s", f"-S{line}", f"{pin}..{new}", "--", *files],
+                      cwd=tree, env=env)
+    return [Commit(*rev.split("\t", 1)) for rev in out.splitlines()[:1]]
+
+
 def run(project: Project, pin: Pin, series: LoadedSeries, env: Mapping[str, str], *, ref: str | None = None,
         repo: str | None = None, source: Path | None = None) -> Report:
     if (ref is None) == (source is None):
@@ -277,15 +317,19 @@ def _overlay(tree: Path, series: LoadedSeries, env) -> str:
 
 
 def _try(tree: Path, patch: Path, name: str, env, *, pin: str, new: str, history: bool) -> PatchDrift:
+    def upstream(detail: str) -> PatchDrift:
+        return PatchDrift(name, "upstream", detail,
+                          commits=_bringing_commit(tree, pin, new, patch, env) if history else [])
+
     if gitutil.run(["apply", "--check", "--reverse", str(patch)], cwd=tree, env=env, check=False).returncode == 0:
-        return PatchDrift(name, "upstream", "applies in reverse: upstream has the change")
+        return upstream("applies in reverse: upstream has the change")
     plain = gitutil.run(["apply", "--check", str(patch)], cwd=tree, env=env, check=False).returncode == 0
     head = gitutil.out(["rev-parse", "HEAD"], cwd=tree, env=env)
     r = gitutil.run(["am", "--3way", "--quiet", "--keep-cr", str(patch)], cwd=tree, env=env, check=False)
     if r.returncode == 0:
         if gitutil.out(["rev-parse", "HEAD"], cwd=tree, env=env) == head or \
                 gitutil.run(["diff", "--quiet", "HEAD~1", "HEAD"], cwd=tree, env=env, check=False).returncode == 0:
-            return PatchDrift(name, "upstream", "becomes empty after a 3-way merge: upstream has the change")
+            return upstream("becomes empty after a 3-way merge: upstream has the change")
         if plain:
             return PatchDrift(name, "clean", "")
         return PatchDrift(name, "3-way", "context changed; a 3-way merge applies it")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from q3build.core import recipe
 from q3build.project import Project
+from q3build.toolchains import kind_of
 from q3build.toolchains import resolve as toolchains
 
 RUNNER = "ubuntu-24.04"
@@ -27,7 +28,7 @@ class Entry:
     apt: tuple[str, ...]
     pip: tuple[str, ...]
 
-    def to_json(self) -> dict:
+    def to_record(self) -> dict:
         return {"target": self.target, "arch": self.arch, "toolchain": self.toolchain, "cross": self.cross,
                 "emulator": self.emulator, "apt": " ".join(self.apt), "pip": " ".join(self.pip),
                 "runs-on": RUNNER}
@@ -38,7 +39,7 @@ def entries(project: Project) -> tuple[list[Entry], list[dict]]:
     included, excluded = [], []
     for name in recipe.names(project):
         t = recipe.load(project, name)
-        if t.toolchain.kind == "external":
+        if not kind_of(t).in_ci:
             excluded.append({"target": name, "reason": f"toolchain kind 'external' ({t.toolchain.triple or '?'}): "
                                                        "needs a vendor toolchain given with --toolchain-path"})
             continue
@@ -59,4 +60,4 @@ def entries(project: Project) -> tuple[list[Entry], list[dict]]:
 def github(project: Project) -> dict:
     """The value of `strategy.matrix` (``fromJSON`` of the job output)."""
     included, _ = entries(project)
-    return {"include": [e.to_json() for e in included]}
+    return {"include": [e.to_record() for e in included]}

@@ -8,7 +8,6 @@ same staged build twice gives the same bytes.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import gzip
 import hashlib
@@ -21,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from q3build import __version__
-from q3build.core import render
+from q3build.core import schema
 from q3build.core.plan import BuildPlan
 from q3build.core.series import LoadedSeries
 from q3build.errors import BuildError, InputError, WorkspaceError
@@ -107,9 +106,7 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
         "target": plan.target_name, "variant": plan.target_name, "triple": plan.triple, "arch": plan.arch,
         "cross": t.cross,
         "source_date_epoch": epoch,
-        "upstream": {"name": plan.pin.upstream.name, "commit": plan.pin.upstream.commit,
-                     "build": plan.pin.upstream.build, "tag": plan.pin.upstream.tag, "tree": plan.pin.upstream.tree,
-                     "date": plan.pin.upstream.date, "sources": [s.label for s in plan.pin.sources]},
+        "upstream": {**plan.upstream_record(), "sources": [s.label for s in plan.pin.sources]},
         "series_digest": plan.series_digest,
         "overlay_digest": plan.overlay_digest,
         "patches": [{"file": f, "sha256": s, "purpose": entries[f].purpose if f in entries else None,
@@ -120,13 +117,9 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
         "distribution": plan.distribution,
         "version_output": info.get("version_output", ""),
         "version_checked_with": info.get("version_checked_with"),
-        "recipe": _plain(t),
-        "cmake": {"generator": plan.generator,
-                  "cache": {k: render.cmake_value(v) for k, v in sorted(plan.cache_vars.items())},
-                  "cmake_args": list(plan.cmake_args)},
-        "toolchain": {"kind": plan.toolchain.kind, "triple": plan.toolchain.triple,
-                      "cc_version": plan.toolchain.cc_version, "cxx_version": plan.toolchain.cxx_version,
-                      "zig": t.toolchain.version if t.toolchain.kind == "zig" else None},
+        "recipe": schema.to_record(t),
+        "cmake": plan.cmake_record(),
+        "toolchain": _toolchain(plan),
         "linkage": "static" if str(plan.cmake_value("BUILD_SHARED_LIBS")).upper() in ("OFF", "FALSE", "0")
                    else "shared (rpath $ORIGIN/../lib)",
         "emulator": emu,
@@ -137,15 +130,13 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
     }
 
 
-def _plain(x):
-    """A recipe dataclass as JSON data (its mappings are read-only proxies)."""
-    if dataclasses.is_dataclass(x):
-        return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, Mapping):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
+def _toolchain(plan: BuildPlan) -> dict:
+    """The toolchain as the manifest records it: no path of this machine (cache dir, compiler location)."""
+    rec = plan.toolchain.to_record()
+    fetched = {k: v for k, v in (rec["fetch"] or {}).items() if k != "dir"} or None
+    return {"kind": rec["kind"], "triple": rec["triple"], "cc_version": rec["cc_version"],
+            "cxx_version": rec["cxx_version"], "zig": plan.target.toolchain.version if rec["zig"] else None,
+            "source": rec["source"], "fetch": fetched}
 
 
 def _purl(plan: BuildPlan) -> str:

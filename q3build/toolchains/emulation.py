@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from q3build.core.plan import BuildPlan
 
 
-def argv(plan: "BuildPlan", *, vlen: int | None = None, with_env: bool = False) -> list[str]:
+def argv(plan: BuildPlan, *, vlen: int | None = None, with_env: bool = False) -> list[str]:
     """The emulator prefix. ``with_env`` prepends `env NAME=VALUE…` (for CMAKE_CROSSCOMPILING_EMULATOR)."""
     emu = plan.target.emulator
     if emu is None:
@@ -35,7 +35,7 @@ def argv(plan: "BuildPlan", *, vlen: int | None = None, with_env: bool = False) 
     return out
 
 
-def environment(plan: "BuildPlan", env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+def environment(plan: BuildPlan, env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """The environment for an emulated run and the notes to show about it."""
     t = plan.target
     emu = t.emulator
@@ -59,7 +59,7 @@ def environment(plan: "BuildPlan", env: Mapping[str, str]) -> tuple[dict[str, st
     return out, notes
 
 
-def require(plan: "BuildPlan", env: Mapping[str, str]) -> str:
+def require(plan: BuildPlan, env: Mapping[str, str]) -> str:
     """The emulator executable, or a one-line error naming the package that provides it."""
     emu = plan.target.emulator
     if emu is None:
@@ -71,7 +71,7 @@ def require(plan: "BuildPlan", env: Mapping[str, str]) -> str:
     return exe
 
 
-def run_logged(plan: "BuildPlan", args: Sequence[str], env: Mapping[str, str], log_file, *,
+def run_logged(plan: BuildPlan, args: Sequence[str], env: Mapping[str, str], log_file, *,
                vlen: int | None = None) -> int:
     """Run a target binary under the emulator with its output streamed into ``log_file`` (fresh);
     returns the exit code."""
@@ -86,7 +86,7 @@ def run_logged(plan: "BuildPlan", args: Sequence[str], env: Mapping[str, str], l
     return 0
 
 
-def run(plan: "BuildPlan", args: Sequence[str], env: Mapping[str, str], *, vlen: int | None = None,
+def run(plan: BuildPlan, args: Sequence[str], env: Mapping[str, str], *, vlen: int | None = None,
         cwd=None, announce: bool = True):
     """Run a target binary (argv ``args``) under the emulator; returns the CompletedProcess (captured)."""
     require(plan, env)

@@ -1,6 +1,6 @@
 """riscv64 and SpacemiT K1/K3 for real: zig cross builds of the pinned tree, run under qemu-user.
 
-Needs what `scripts/bootstrap --test` installs (ziglang 0.17.1, qemu-user, libc6-dev-riscv64-cross).
+Needs what `scripts/bootstrap --test` installs (qemu-user, libc6-riscv64-cross; make fetches zig 0.17.1 itself).
 Cold: ~4-5 min per build on 2 cores (zig's libc++ bootstrap once per machine, in the q3build cache);
 ccache and the zig cache make reruns take seconds. The kernel tests run under qemu (several minutes).
 """

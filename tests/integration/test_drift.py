@@ -67,6 +67,11 @@ def test_every_verdict_and_the_commits_behind_a_conflict(drifted, capsys):
     details = {p["patch"]: p["detail"] for p in report["patches"]}
     assert "reverse" in details["0004-greeting-q3build.patch"]
     assert "empty" in details["0005-cmake-version.patch"]
+    # an upstream patch names the commit that brought its change in; the others name none
+    brought = {p["patch"]: [c["commit"] for c in p["commits"]] for p in report["patches"]}
+    assert brought == {"0001-run-fast.patch": [], "0002-readme-five.patch": [], "0003-main-brackets.patch": [],
+                       "0004-greeting-q3build.patch": [commits["greet"]],
+                       "0005-cmake-version.patch": [commits["cmake"]]}
     assert report["new"] == commits["cmake"] and report["history"] is True
     assert report["counts"] == {"clean": 1, "3-way": 1, "conflict": 1, "upstream": 2}
     conflict = next(p for p in report["patches"] if p["verdict"] == "conflict")
@@ -88,6 +93,8 @@ def test_markdown_report(drifted, capsys):
     assert "| 3 | `0003-main-brackets.patch` | conflict |" in md
     assert f"  - {commits['dash'][:12]} tools: dash between tool and greeting" in md
     assert "5 patches: 1 clean, 1 3-way, 1 conflict, 2 upstream" in md
+    assert f"### `0004-greeting-q3build.patch`\n\n- upstream in {commits['greet'][:12]} greeting: say q3build" in md
+    assert f"- upstream in {commits['cmake'][:12]} cmake: project version; commit none" in md
 
 
 def test_a_tree_without_history(drifted, tmp_path, capsys):
@@ -99,6 +106,7 @@ def test_a_tree_without_history(drifted, tmp_path, capsys):
     assert report["history"] is False
     assert [p["verdict"] for p in report["patches"]] == ["clean", "3-way", "conflict", "upstream", "upstream"]
     assert report["patches"][2]["conflicts"][0]["commits"] == []
+    assert report["patches"][3]["commits"] == [] and report["patches"][4]["commits"] == []
 
 
 def test_unknown_ref_is_a_clear_error(drifted, capsys):

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from .conftest import HOST_RECIPE
 
 
@@ -111,3 +113,30 @@ def test_missing_compiler_names_the_package(proj, capsys, monkeypatch):
     assert proj.q3("plan", "--target", "host") == 5
     err = capsys.readouterr().err
     assert "C compiler 'no-such-cc'" in err and "apt install build-essential" in err
+
+
+def test_make_runs_named_steps_and_skips_the_ones_asked(proj, capsys):
+    first = run_make(proj, capsys)
+    assert first["steps"] == ["sync", "toolchain", "render", "configure", "build", "stage"]
+    assert first["toolchain"]["kind"] == "native" and first["toolchain"]["fetch"] is None
+    stage = proj.work / "stage" / "host" / "bin" / "llama-server"
+    before = stage.stat().st_mtime_ns
+    s = run_make(proj, capsys, "--skip", "sync", "--skip", "stage")
+    assert s["steps"] == ["toolchain", "render", "configure", "build"]
+    assert s["sync"] is None and s["artifacts"] == [] and stage.stat().st_mtime_ns == before
+
+
+def test_skipping_configure_on_a_fresh_build_dir_says_what_to_do(proj, capsys):
+    assert proj.q3("sync") == 0
+    capsys.readouterr()
+    assert proj.q3("make", "--target", "host", "--skip", "configure") == 5
+    err = capsys.readouterr().err
+    assert f"q3build: error: {proj.work / 'build' / 'host'}: not configured for target host" in err
+    assert "without --skip configure" in err
+
+
+def test_an_unknown_step_is_refused_with_the_choices(proj, capsys):
+    with pytest.raises(SystemExit) as e:
+        proj.q3("make", "--target", "host", "--skip", "link")
+    assert e.value.code == 2
+    assert "invalid choice: 'link' (choose from" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import pytest
 
 from q3build.core import plan as plan_mod
 from q3build.toolchains import resolve as toolchains
+from q3build.toolchains import zig as zig_kind
 
 from ..unit.helpers import make_project
 
@@ -20,7 +21,7 @@ printf 'ZIG_GLOBAL_CACHE_DIR=%s\\n' "$ZIG_GLOBAL_CACHE_DIR"
 
 @pytest.fixture
 def wrappers(tmp_path, monkeypatch):
-    monkeypatch.setattr(toolchains, "zig_executable", lambda: "/opt/ziglang/zig")
+    monkeypatch.setattr(zig_kind, "zig_executable", lambda: "/opt/ziglang/zig")
     p = make_project(tmp_path, monkeypatch, recipes=("riscv64", "spacemit-k1"))
     zig = tmp_path / "fake zig"
     zig.write_text(FAKE_ZIG)

@@ -24,7 +24,7 @@ sources:
 """
 
 
-def fake_toolchain(target, env, wrapper_dir=None):
+def fake_toolchain(target, env, wrapper_dir=None, settings=None):
     tc = target.toolchain
     if tc.kind == "zig":
         ver = "zig 0.17.1 (clang version 22.1.8)"

@@ -37,8 +37,8 @@ def test_board_launchers_match_golden(tmp_path, monkeypatch, target):
     """The real board recipes' launcher and service: K3 moves the server onto the A100 cores through
     /proc/set_ai_thread, K1 keeps taskset. (Their zig wrappers hold this machine's paths, so only the
     staged files are golden.)"""
-    from q3build.toolchains import resolve as toolchains
-    monkeypatch.setattr(toolchains, "zig_executable", lambda: "/opt/ziglang/zig")
+    from q3build.toolchains import zig as zig_kind
+    monkeypatch.setattr(zig_kind, "zig_executable", lambda: "/opt/ziglang/zig")
     p = make_project(tmp_path, monkeypatch, recipes=("riscv64", target))
     plan = plan_mod.resolve(p, target, {"PATH": "/usr/bin"}, plan_mod.Options(jobs=2))
     staged = [f for f in plan.files if f.name in plan_mod.STAGED_OUTPUTS]
