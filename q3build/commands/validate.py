@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.table import Table
 
 from q3build import ui
-from q3build.commands._common import add_target, print_json, resolve
+from q3build.commands._common import add_target, add_toolchain_options, print_json, resolve
 from q3build.errors import CheckFailed, InputError
 from q3build.release import package
 from q3build.speech import argv as speech_argv
@@ -49,7 +49,7 @@ PARITY_SPEAKER = "vivian"        # a built-in CustomVoice speaker that is no dia
 
 def add_arguments(p) -> None:
     add_target(p, required=False)
-    p.add_argument("--toolchain-path", metavar="DIR", help="root of a user-provided toolchain (external kinds)")
+    add_toolchain_options(p)
     p.add_argument("--model", metavar="DIR", type=Path,
                    help=f"converted model directory ({TALKER} + {MMPROJ}); default: a tiny random one")
     p.add_argument("--url", metavar="URL", help="validate a running server instead of starting the staged one")
