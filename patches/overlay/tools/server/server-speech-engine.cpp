@@ -114,9 +114,9 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     langs    = special_names(vocab, "codec_language_");
 
     // worst case per slot: the longest segment's prompt (text, instructions, codec prefix) plus its
-    // frames; instructions get up to 4 tokens per character of --tts-max-instructions
+    // frames; instructions get 2 tokens per character of --tts-max-instructions (longer ones are refused)
     const int seg_chars = std::max(16, params.tts_segment_chars);
-    instr_tokens = takes_instructions() ? 4 * std::max(1, params.tts_max_instructions) : 0;
+    instr_tokens = takes_instructions() ? 2 * std::max(1, params.tts_max_instructions) : 0;
     n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + 256;
     n_ctx = (n_ctx + 255) / 256 * 256;
 
