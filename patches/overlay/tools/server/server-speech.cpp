@@ -50,7 +50,7 @@ server_http_res_ptr not_enabled(const server_http_req &) {
 }
 
 // a client-supplied string as it appears in an error message: at most 64 characters
-std::string quoted(const std::string & value) {
+std::string quote_value(const std::string & value) {
     const size_t max_chars = 64;
     if (speech_audio::utf8_length(value) <= max_chars) {
         return "'" + value + "'";
@@ -223,7 +223,7 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
     }
     if (voice.size() > max_name_chars) {
         return fail(err, "voice", "voice_not_found",
-                    "unknown voice " + quoted(voice) + ": voice names are at most " + std::to_string(max_name_chars) + " bytes");
+                    "unknown voice " + quote_value(voice) + ": voice names are at most " + std::to_string(max_name_chars) + " bytes");
     }
     if (voice.empty() || voice == "default") {
         // an unknown --tts-speaker was reported at start-up; such a server speaks with no speaker
@@ -238,11 +238,11 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
             }
         }
         return fail(err, "voice", "voice_not_found",
-                    "unknown voice " + quoted(voice) + "; this server has: " + (names.empty() ? "no voices (omit 'voice')" : names));
+                    "unknown voice " + quote_value(voice) + "; this server has: " + (names.empty() ? "no voices (omit 'voice')" : names));
     }
     if (!out.gen.voice.reason.empty()) {
         return fail(err, "voice", "voice_unusable",
-                    "voice " + quoted(voice) + " cannot be used: its recording " + voice + ".wav: " + out.gen.voice.reason);
+                    "voice " + quote_value(voice) + " cannot be used: its recording " + voice + ".wav: " + out.gen.voice.reason);
     }
     return true;
 }
@@ -259,7 +259,7 @@ bool request_parser::parse_language(speech_request & out, speech_error & err) {
             names += ", " + l;
         }
         return fail(err, "language", "unsupported_language",
-                    "unsupported language " + quoted(lang) + "; use an ISO 639-1 code or one of: " + names);
+                    "unsupported language " + quote_value(lang) + "; use an ISO 639-1 code or one of: " + names);
     }
     return true;
 }
@@ -274,7 +274,7 @@ bool request_parser::parse_formats(speech_request & out, speech_error & err) {
     else if (fmt == "flac") out.format = audio_format::flac;
     else {
         return fail(err, "response_format", "unsupported_response_format",
-                    "response_format " + quoted(fmt) + " is not supported by this server; use one of: wav, pcm, flac");
+                    "response_format " + quote_value(fmt) + " is not supported by this server; use one of: wav, pcm, flac");
     }
     std::string stream;
     if (!opt_string("stream_format", stream, err)) {
@@ -284,7 +284,7 @@ bool request_parser::parse_formats(speech_request & out, speech_error & err) {
     else if (stream == "audio") out.stream = stream_mode::audio;
     else if (stream == "sse")   out.stream = stream_mode::sse;
     else {
-        return fail(err, "stream_format", "invalid_value", "stream_format must be 'audio' or 'sse', got " + quoted(stream));
+        return fail(err, "stream_format", "invalid_value", "stream_format must be 'audio' or 'sse', got " + quote_value(stream));
     }
     // a FLAC stream's header (STREAMINFO: total samples, MD5) is written before the audio exists, and
     // libsndfile refuses one left open; as OpenAI-compatible servers do, FLAC is whole files only
@@ -674,7 +674,7 @@ server_http_res_ptr handle_speech(speech_engine & engine, const server_http_req 
     // multipart form fields arrive here already turned into a JSON body by the HTTP layer
     if (ctype != "application/json" && ctype != "multipart/form-data") {
         return error_response({415, "unsupported_media_type", "",
-                               "Content-Type must be application/json, got " + quoted(header_value(req, "Content-Type"))});
+                               "Content-Type must be application/json, got " + quote_value(header_value(req, "Content-Type"))});
     }
     // the fields are bounded (input and instructions by options, the rest by max_name_chars), so a
     // body far above their sum is refused before it is parsed
