@@ -334,7 +334,7 @@ def test_error_messages_do_not_echo_huge_values(cv):
 
 
 def test_media_type_is_case_insensitive_and_takes_parameters(cv):
-    for ctype in ("APPLICATION/JSON", "Application/Json; charset=utf-8", " application/json ;charset=UTF-8"):
+    for ctype in ("APPLICATION/JSON", "Application/Json; charset=utf-8", "application/json ;charset=UTF-8"):
         r = post(cv, GOOD, ctype)
         assert r.status_code == 200 and r.content[:4] == b"RIFF", ctype
 
