@@ -30,8 +30,14 @@ size_t sa_utf8_length(const char * text, size_t n) {
     return utf8_length(std::string(text, n));
 }
 
-int sa_utf8_valid(const char * text, size_t n) {
-    return utf8_valid(std::string(text, n)) ? 1 : 0;
+void sa_strip_invisible(const char * text, size_t n, char ** out, size_t * out_size) {
+    give(strip_invisible(std::string(text, n)), out, out_size);
+}
+
+// the reason a WAV file cannot be a reference recording (empty: usable), at the server's limits
+void sa_check_reference_wav(const char * data, size_t n, char ** out, size_t * out_size) {
+    wav_info info;
+    give(check_reference_wav(std::string(data, n), reference_limits{0.5, 60.0, 8000, 192000, 2}, info), out, out_size);
 }
 
 // segments, each as a 4-byte little-endian length followed by its bytes
@@ -119,10 +125,6 @@ void sa_flac_encode(void * enc, const float * pcm, size_t n, int final, char ** 
 
 void sa_flac_delete(void * enc) {
     delete static_cast<flac_encoder *>(enc);
-}
-
-void sa_base64_encode(const char * data, size_t n, char ** out, size_t * out_size) {
-    give(base64_encode(std::string(data, n)), out, out_size);
 }
 
 } // extern "C"

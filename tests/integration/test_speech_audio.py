@@ -4,7 +4,6 @@ driven through ctypes. Encoded audio is checked by decoding it with libsndfile (
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import io
 import struct
@@ -38,7 +37,8 @@ class SpeechAudio:
         sigs = {
             "sa_free": (None, [ctypes.c_void_p]),
             "sa_utf8_length": (_size, [ctypes.c_char_p, _size]),
-            "sa_utf8_valid": (ctypes.c_int, [ctypes.c_char_p, _size]),
+            "sa_strip_invisible": (None, [ctypes.c_char_p, _size, *_out]),
+            "sa_check_reference_wav": (None, [ctypes.c_char_p, _size, *_out]),
             "sa_split_text": (None, [ctypes.c_char_p, _size, _size, *_out]),
             "sa_trim_trailing_silence": (_size, [_float_p, _size, ctypes.c_int, ctypes.c_float, ctypes.c_float]),
             "sa_peak_normalize": (ctypes.c_float, [_float_p, _size, ctypes.c_float, ctypes.c_float]),
@@ -56,7 +56,6 @@ class SpeechAudio:
             "sa_flac_header": (None, [ctypes.c_void_p, *_out]),
             "sa_flac_encode": (None, [ctypes.c_void_p, _float_p, _size, ctypes.c_int, *_out]),
             "sa_flac_delete": (None, [ctypes.c_void_p]),
-            "sa_base64_encode": (None, [ctypes.c_char_p, _size, *_out]),
         }
         for name, (restype, argtypes) in sigs.items():
             fn = getattr(dll, name)
@@ -84,8 +83,12 @@ class SpeechAudio:
     def utf8_length(self, data: bytes) -> int:
         return self.dll.sa_utf8_length(data, len(data))
 
-    def utf8_valid(self, data: bytes) -> bool:
-        return bool(self.dll.sa_utf8_valid(data, len(data)))
+    def strip_invisible(self, text: str) -> str:
+        data = text.encode()
+        return self._take(self.dll.sa_strip_invisible, data, len(data)).decode()
+
+    def check_reference_wav(self, data: bytes) -> str:
+        return self._take(self.dll.sa_check_reference_wav, data, len(data)).decode()
 
     def split_text(self, text: str, max_chars: int) -> list[str]:
         data = text.encode()
@@ -162,8 +165,6 @@ class SpeechAudio:
             self.dll.sa_flac_delete(enc)
         return header, parts
 
-    def base64_encode(self, data: bytes) -> bytes:
-        return self._take(self.dll.sa_base64_encode, data, len(data))
 
 
 @pytest.fixture(scope="module")
@@ -198,38 +199,46 @@ def rms(x: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize(
-    ("data", "length", "valid"),
+    ("data", "length"),
     [
-        (b"", 0, True),
-        (b"abc", 3, True),
-        ("中文".encode(), 2, True),
-        ("é😀".encode(), 2, True),
-        (b"\xff\xfe", 2, False),            # not UTF-8 at all: one per byte
-        (b"a\xe4\xb8", 3, False),           # truncated 3-byte sequence
-        (b"\xc0\xaf", 2, False),            # overlong '/'
-        (b"\xed\xa0\x80", 3, False),        # UTF-16 surrogate
-        (b"\xf4\x90\x80\x80", 4, False),    # past U+10FFFF
-        (b"\x80x", 2, False),               # stray continuation byte
+        (b"", 0),
+        (b"abc", 3),
+        ("中文".encode(), 2),
+        ("é😀".encode(), 2),
+        (b"\xff\xfe", 2),            # not UTF-8 at all: one per byte
+        (b"a\xe4\xb8", 3),           # truncated 3-byte sequence
+        (b"\xc0\xaf", 2),            # overlong '/'
+        (b"\xed\xa0\x80", 3),        # UTF-16 surrogate
+        (b"\xf4\x90\x80\x80", 4),    # past U+10FFFF
+        (b"\x80x", 2),               # stray continuation byte
     ],
 )
-def test_utf8_length_and_validity(sa, data, length, valid):
+def test_utf8_length(sa, data, length):
     assert sa.utf8_length(data) == length
-    assert sa.utf8_valid(data) is valid
 
 
-def test_utf8_validity_agrees_with_python_on_random_bytes(sa):
+def test_utf8_length_agrees_with_python_on_valid_text(sa):
     rng = np.random.default_rng(1)
-    alphabet = [b"a", b"\xc3\xa9", "中".encode(), "😀".encode(), b"\x80", b"\xff", b"\xe4", b"\xed\xa0\x80"]
-    for _ in range(500):
-        data = b"".join(rng.choice(alphabet, size=rng.integers(0, 8)))
-        try:
-            expected_length = len(data.decode("utf-8"))
-            expected_valid = True
-        except UnicodeDecodeError:
-            expected_valid = False
-        assert sa.utf8_valid(data) is expected_valid, data
-        if expected_valid:
-            assert sa.utf8_length(data) == expected_length, data
+    alphabet = ["a", "é", "中", "😀", " ", "\n"]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet, size=rng.integers(0, 12)))
+        assert sa.utf8_length(text.encode()) == len(text), text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\x00\x00", ""),
+        ("\u200b\u200c\u200d\u2060\ufeff", ""),
+        ("\x01\x07\x1b\x7f\x85", ""),
+        ("\u200e\u202e\u00ad\ufe0f", ""),
+        ("a\x00b", "ab"),
+        ("line one\nline\ttwo\r", "line one\nline\ttwo\r"),  # whitespace stays
+        ("中\u200b文 😀", "中文 😀"),
+    ],
+)
+def test_strip_invisible_keeps_only_what_can_be_spoken(sa, text, expected):
+    assert sa.strip_invisible(text) == expected
 
 
 # ---------------------------------------------------------------- split_text
@@ -466,7 +475,7 @@ def test_to_s16_clamps_and_rounds(sa):
     np.testing.assert_array_equal(sa.to_s16(r), np.sign(v) * np.floor(np.abs(v) + 0.5))
 
 
-# ---------------------------------------------------------------- WAV / PCM / base64
+# ---------------------------------------------------------------- WAV / PCM
 
 
 def test_encode_wav_reads_back(sa):
@@ -490,12 +499,6 @@ def test_wav_stream_header_and_raw_pcm(sa):
     assert pcm == sa.to_s16(x).astype("<i2").tobytes()
     # the header describes the bytes that follow it
     assert sa.encode_wav(x, 22050)[44:] == pcm
-
-
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 57, 1000])
-def test_base64_matches_python(sa, n):
-    data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
-    assert sa.base64_encode(data) == base64.b64encode(data)
 
 
 # ---------------------------------------------------------------- FLAC
@@ -676,3 +679,73 @@ def test_flac_sample_rates(sa, rate):
     data, decoded_rate = decode_flac(flac, len(x))
     assert decoded_rate == rate
     np.testing.assert_array_equal(data, sa.to_s16(x))
+
+
+# ---------------------------------------------------------------- reference recordings
+
+
+def wav_file(pcm, rate=SR, subtype="PCM_16", channels=1) -> bytes:
+    buf = io.BytesIO()
+    data = np.asarray(pcm, dtype=np.float32)
+    if channels > 1:
+        data = np.repeat(data[:, None], channels, axis=1)
+    sf.write(buf, data, rate, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("rate", "subtype", "channels"),
+    [(24000, "PCM_16", 1), (16000, "PCM_24", 2), (48000, "PCM_32", 1), (44100, "FLOAT", 1), (22050, "DOUBLE", 2),
+     (8000, "PCM_U8", 1), (192000, "PCM_16", 1)],
+)
+def test_reference_wav_in_every_pcm_and_float_layout_is_usable(sa, rate, subtype, channels):
+    one_second = 0.25 * np.sin(2 * np.pi * 200 * np.arange(rate) / rate)
+    assert sa.check_reference_wav(wav_file(one_second, rate, subtype, channels)) == ""
+
+
+def test_reference_wav_with_extra_chunks_and_an_open_data_size_is_usable(sa):
+    wav = wav_file(sine(200, 1.0))
+    extra = b"LIST" + struct.pack("<I", 5) + b"abcde" + b"\0"  # odd size: padded
+    wav = wav[:12] + extra + wav[12:]
+    at = wav.index(b"data")
+    assert sa.check_reference_wav(wav[: at + 4] + b"\xff\xff\xff\xff" + wav[at + 8 :]) == ""
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: wav_file(sine(200, 1 / SR)), "(1 samples)"),
+        (lambda: wav_file(sine(200, 1000 / SR)), "(1000 samples), a voice needs at least 0.5 s"),
+        (lambda: wav_file(sine(200, 0.49)), "a voice needs at least 0.5 s"),
+        (lambda: wav_file(sine(200, 61.0)), "at most 60 s"),
+        (lambda: wav_file(sine(200, 1.0), rate=4000), "sample rate is 4000 Hz"),
+        (lambda: wav_file(sine(200, 1.0), channels=3), "3 channels"),
+        (lambda: wav_file(np.zeros(SR)), "digital silence"),
+        (lambda: b"", "not a RIFF/WAVE file"),
+        (lambda: b"RIFF\0\0\0\0WAVE", "no fmt chunk"),
+        (lambda: wav_file(sine(200, 1.0))[:36], "no data chunk"),
+        (lambda: wav_file(sine(200, 1.0))[:30], "fmt chunk is truncated"),
+    ],
+)
+def test_reference_wav_faults_are_named(sa, make, fragment):
+    assert fragment in sa.check_reference_wav(make())
+
+
+def test_reference_wav_with_a_non_finite_sample_is_refused(sa):
+    x = sine(200, 1.0)
+    x[1234] = np.nan
+    wav = wav_file(x, subtype="FLOAT")
+    assert sa.check_reference_wav(wav) == "sample 1234 is not a finite number"
+    x[1234] = np.inf
+    assert "not a finite number" in sa.check_reference_wav(wav_file(x, subtype="DOUBLE"))
+
+
+def test_reference_wav_reader_survives_random_corruption(sa):
+    good = wav_file(sine(200, 1.0))
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        data = bytearray(good[: rng.integers(0, 200)] if rng.random() < 0.3 else good)
+        for pos in rng.integers(0, min(len(data), 64) or 1, size=rng.integers(1, 6)):
+            if pos < len(data):
+                data[pos] = rng.integers(0, 256)
+        assert isinstance(sa.check_reference_wav(bytes(data)), str)

@@ -1,6 +1,8 @@
 #include "server-speech-audio.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -60,16 +62,34 @@ size_t utf8_length(const std::string & text) {
     return count;
 }
 
-bool utf8_valid(const std::string & text) {
+// controls (C0, DEL, C1) other than whitespace, and invisible format characters: zero-width
+// spaces and joiners, direction marks and embeddings, word joiner and invisible operators, the
+// byte order mark, the soft hyphen, variation selectors
+static bool is_invisible(uint32_t cp) {
+    if (cp == '\t' || cp == '\n' || cp == '\r') {
+        return false;
+    }
+    return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0xAD || (cp >= 0x200B && cp <= 0x200F) ||
+           (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x206F) || cp == 0xFEFF ||
+           (cp >= 0xFE00 && cp <= 0xFE0F) || (cp >= 0xE0000 && cp <= 0xE007F);
+}
+
+std::string strip_invisible(const std::string & text) {
+    std::string out;
+    out.reserve(text.size());
     for (size_t i = 0; i < text.size();) {
-        uint32_t cp;
+        uint32_t     cp  = 0;
         const size_t len = utf8_decode(text, i, cp);
         if (len == 0) {
-            return false;
+            out.push_back(text[i++]);
+            continue;
+        }
+        if (!is_invisible(cp)) {
+            out.append(text, i, len);
         }
         i += len;
     }
-    return true;
+    return out;
 }
 
 namespace {
@@ -863,21 +883,144 @@ std::string encode_flac(const std::vector<float> & pcm, int sample_rate) {
     return enc.header() + enc.encode(pcm.data(), pcm.size(), true);
 }
 
-std::string base64_encode(const std::string & data) {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    out.reserve((data.size() + 2) / 3 * 4);
-    for (size_t i = 0; i < data.size(); i += 3) {
-        const size_t   left = std::min<size_t>(3, data.size() - i);
-        uint32_t       v    = 0;
-        for (size_t k = 0; k < 3; ++k) {
-            v = (v << 8) | (k < left ? (unsigned char) data[i + k] : 0);
+//
+// reference recordings
+//
+
+static uint32_t get_le(const std::string & b, size_t at, int bytes) {
+    uint32_t v = 0;
+    for (int i = bytes - 1; i >= 0; --i) {
+        v = (v << 8) | (unsigned char) b[at + (size_t) i];
+    }
+    return v;
+}
+
+// sample k of data (interleaved), as a float; PCM integers are scaled to [-1, 1)
+static double wav_sample(const std::string & b, size_t at, bool is_float, int bits) {
+    if (is_float) {
+        if (bits == 32) {
+            float f;
+            const uint32_t u = get_le(b, at, 4);
+            std::memcpy(&f, &u, 4);
+            return f;
         }
-        for (size_t k = 0; k < 4; ++k) {
-            out.push_back(k <= left ? alphabet[(v >> (18 - 6 * k)) & 0x3F] : '=');
+        const uint64_t u = (uint64_t) get_le(b, at, 4) | ((uint64_t) get_le(b, at + 4, 4) << 32);
+        double d;
+        std::memcpy(&d, &u, 8);
+        return d;
+    }
+    if (bits == 8) {
+        return ((int) (unsigned char) b[at] - 128) / 128.0; // 8-bit WAV is unsigned
+    }
+    const uint32_t u     = get_le(b, at, bits / 8);
+    const uint32_t sign  = 1u << (bits - 1);
+    const int64_t  value = (int64_t) (u ^ sign) - (int64_t) sign; // sign-extend
+    return (double) value / (double) sign;
+}
+
+static std::string fmt_seconds(double s) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.3g s", s);
+    return buf;
+}
+
+// the "fmt " fields that decide how samples are stored; empty string when supported
+static std::string wav_format(const std::string & b, size_t at, uint32_t size, wav_info & info) {
+    if (size < 16) {
+        return "its fmt chunk is truncated";
+    }
+    uint32_t tag     = get_le(b, at, 2);
+    info.channels    = (int) get_le(b, at + 2, 2);
+    info.sample_rate = (int) std::min<uint32_t>(get_le(b, at + 4, 4), INT32_MAX);
+    info.block_align = (int) get_le(b, at + 12, 2);
+    info.bits        = (int) get_le(b, at + 14, 2);
+    if (tag == 0xFFFE && size >= 26) {
+        tag = get_le(b, at + 24, 2); // WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the tag
+    }
+    info.is_float = tag == 3;
+    if (tag != 1 && tag != 3) {
+        return "its encoding (WAVE format tag " + std::to_string(tag) + ") is not PCM or IEEE float";
+    }
+    const bool bits_ok = info.is_float ? (info.bits == 32 || info.bits == 64)
+                                       : (info.bits == 8 || info.bits == 16 || info.bits == 24 || info.bits == 32);
+    if (!bits_ok) {
+        return std::to_string(info.bits) + "-bit " + (info.is_float ? "float" : "PCM") + " samples are not supported";
+    }
+    if (info.channels < 1 || info.block_align != info.channels * info.bits / 8) {
+        return "its fmt chunk is inconsistent (channels and block size)";
+    }
+    return "";
+}
+
+std::string check_reference_wav(const std::string & b, const reference_limits & lim, wav_info & info) {
+    info = {};
+    if (b.size() < 12 || b.compare(0, 4, "RIFF") != 0 || b.compare(8, 4, "WAVE") != 0) {
+        return "it is not a RIFF/WAVE file";
+    }
+    size_t data_at = 0, data_size = 0;
+    bool   have_fmt = false, have_data = false;
+    for (size_t at = 12; at + 8 <= b.size() && !have_data;) {
+        const std::string id   = b.substr(at, 4);
+        const uint32_t    size = get_le(b, at + 4, 4);
+        const size_t      body = at + 8;
+        const size_t      room = b.size() - body;
+        if (id == "fmt ") {
+            if (size > room) {
+                return "its fmt chunk is truncated";
+            }
+            const std::string why = wav_format(b, body, size, info);
+            if (!why.empty()) {
+                return why;
+            }
+            have_fmt = true;
+        } else if (id == "data") {
+            // a stream writer leaves the size open (0 or 0xFFFFFFFF): the data runs to the end
+            data_at   = body;
+            data_size = size == 0 || size > room ? room : size;
+            have_data = true;
+        }
+        at = body + (size_t) size + (size & 1);
+        if (at < body) {
+            break; // overflow
         }
     }
-    return out;
+    if (!have_fmt) {
+        return "it has no fmt chunk";
+    }
+    if (!have_data) {
+        return "it has no data chunk";
+    }
+    if (info.channels > lim.max_channels) {
+        return "it has " + std::to_string(info.channels) + " channels, at most " + std::to_string(lim.max_channels) +
+               " are accepted";
+    }
+    if (info.sample_rate < lim.min_rate || info.sample_rate > lim.max_rate) {
+        return "its sample rate is " + std::to_string(info.sample_rate) + " Hz, it must be between " +
+               std::to_string(lim.min_rate) + " and " + std::to_string(lim.max_rate) + " Hz";
+    }
+    info.n_frames = data_size / (size_t) info.block_align;
+    const double seconds = (double) info.n_frames / info.sample_rate;
+    if (seconds < lim.min_seconds) {
+        return "it is " + fmt_seconds(seconds) + " long (" + std::to_string(info.n_frames) +
+               " samples), a voice needs at least " + fmt_seconds(lim.min_seconds);
+    }
+    if (seconds > lim.max_seconds) {
+        return "it is " + fmt_seconds(seconds) + " long, at most " + fmt_seconds(lim.max_seconds) + " are accepted";
+    }
+    const int    width = info.bits / 8;
+    const size_t n     = info.n_frames * (size_t) info.channels;
+    double       peak  = 0.0;
+    for (size_t k = 0; k < n; ++k) {
+        const double v = wav_sample(b, data_at + k * (size_t) width, info.is_float, info.bits);
+        if (!std::isfinite(v)) {
+            return "sample " + std::to_string(k / (size_t) info.channels) + " is not a finite number";
+        }
+        peak = std::max(peak, std::fabs(v));
+    }
+    if (peak == 0.0) {
+        return "it is digital silence";
+    }
+    return "";
 }
 
 } // namespace speech_audio

@@ -17,8 +17,10 @@ namespace speech_audio {
 // number of Unicode code points; invalid UTF-8 counts one per byte
 size_t utf8_length(const std::string & text);
 
-// true if text is well-formed UTF-8
-bool utf8_valid(const std::string & text);
+// text without C0/C1 control characters (other than tab and line breaks) and invisible format
+// characters (zero-width spaces and joiners, direction marks, BOM, soft hyphen, variation
+// selectors): nothing a voice could speak, and NUL would end the text for C code downstream
+std::string strip_invisible(const std::string & text);
 
 // Splits text into segments of at most max_chars code points each, for synthesis one by one.
 // Splits after sentence punctuation (. ! ? ; and the CJK 。！？；… plus newlines), merges short
@@ -96,6 +98,31 @@ private:
 // whole-file convenience: header + all frames
 std::string encode_flac(const std::vector<float> & pcm, int sample_rate);
 
-std::string base64_encode(const std::string & data);
+//
+// reference recordings (voice cloning)
+//
+
+struct reference_limits {
+    double min_seconds  = 0.5;
+    double max_seconds  = 60.0;
+    int    min_rate     = 8000;
+    int    max_rate     = 192000;
+    int    max_channels = 2;
+};
+
+struct wav_info {
+    int    sample_rate = 0;
+    int    channels    = 0;
+    int    bits        = 0;
+    int    block_align = 0;
+    bool   is_float    = false;
+    size_t n_frames    = 0;
+};
+
+// Checks the bytes of a WAV file as a reference recording before any model code sees them:
+// RIFF/WAVE with a PCM (8/16/24/32-bit) or IEEE float (32/64-bit) fmt chunk, channels and sample
+// rate within lim, a duration within lim, every sample finite and not all of them zero.
+// Returns an empty string when usable, else why not ("it is 0.0417 s long (1000 samples), ...").
+std::string check_reference_wav(const std::string & bytes, const reference_limits & lim, wav_info & info);
 
 } // namespace speech_audio

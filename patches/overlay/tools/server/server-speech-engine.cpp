@@ -8,9 +8,26 @@
 #include <cctype>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
+#ifndef _WIN32
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
 namespace fs = std::filesystem;
+
+// What a reference recording must be before the speaker encoder sees it. The encoder (ECAPA-TDNN,
+// tools/mtmd/models/qwen3tts-spkenc.cpp) reflect-pads its mel frames by (kernel - 1) / 2 * dilation
+// per convolution: 2 for the first (kernel 5), up to 4 for the SE-Res2Net blocks (kernel 3,
+// dilations 2, 3, 4), and ggml_pad_reflect_1d needs more frames than that. 5 mel frames (hop 256,
+// n_fft 1024 after a 384-sample reflect pad) are 1280 samples, 53 ms at 24 kHz; we ask for 0.5 s,
+// about 10x that (47 frames, enough for dilations up to 46) and still far below the few seconds a
+// useful voice takes. 60 s bounds the encoder's cost; files above 64 MiB are not read at all.
+static const speech_audio::reference_limits voice_limits = { 0.5, 60.0, 8000, 192000, 2 };
+static const size_t voice_max_bytes = 64u << 20;
 
 #define SPE_INF(fmt, ...) LOG_INF("speech: " fmt, __VA_ARGS__)
 #define SPE_WRN(fmt, ...) LOG_WRN("speech: " fmt, __VA_ARGS__)
@@ -96,10 +113,21 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     speakers = special_names(vocab, "spk_");
     langs    = special_names(vocab, "codec_language_");
 
-    // worst case per slot: the longest segment's prompt (text, instructions, codec prefix) plus its frames
+    // worst case per slot: the longest segment's prompt (text, instructions, codec prefix) plus its
+    // frames; instructions get 2 tokens per character of --tts-max-instructions (longer ones are refused)
     const int seg_chars = std::max(16, params.tts_segment_chars);
-    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + 1024;
+    instr_tokens = takes_instructions() ? 2 * std::max(1, params.tts_max_instructions) : 0;
+    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + 256;
     n_ctx = (n_ctx + 255) / 256 * 256;
+
+    if (!params.tts_voices_dir.empty()) {
+        std::error_code ec;
+        voices_real = fs::canonical(params.tts_voices_dir, ec).string();
+        if (ec) {
+            SPE_WRN("the voices directory %s cannot be resolved: %s\n", params.tts_voices_dir.c_str(),
+                    ec.message().c_str());
+        }
+    }
 
     const int n_slots = std::max(1, params.tts_slots);
     for (int i = 0; i < n_slots; i++) {
@@ -166,6 +194,13 @@ std::string speech_engine::describe() const {
     return "qwen3-tts " + type + (size.empty() ? "" : " " + size);
 }
 
+int32_t speech_engine::n_tokens(const std::string & text) const {
+    const llama_vocab * vocab = llama_model_get_vocab(mdl);
+    // a count query: a negative return is the number of tokens the text needs
+    const int32_t n = llama_tokenize(vocab, text.c_str(), (int32_t) text.size(), nullptr, 0, false, false);
+    return n < 0 ? -n : n;
+}
+
 int speech_engine::segment_frame_cap(size_t n_chars) const {
     if (cparams.tts_max_frames > 0) {
         return cparams.tts_max_frames;
@@ -206,33 +241,127 @@ bool speech_engine::is_clone_name(const std::string & name) const {
     });
 }
 
+// true when path is dir or below it (both resolved)
+static bool is_inside(const fs::path & dir, const fs::path & path) {
+    auto d = dir.begin();
+    auto p = path.begin();
+    for (; d != dir.end(); ++d, ++p) {
+        if (p == path.end() || *d != *p) {
+            return false;
+        }
+    }
+    return true;
+}
+
 std::vector<speech_voice> speech_engine::voices() {
     std::vector<speech_voice> out;
     for (const auto & s : speakers) {
-        out.push_back({s, "builtin", ""});
+        out.push_back({s, "builtin", "", ""});
     }
-    if (!cloning || cparams.tts_voices_dir.empty()) {
+    if (!cloning || voices_real.empty()) {
         return out;
     }
     std::error_code ec;
     std::vector<speech_voice> cloned;
-    for (const auto & entry : fs::directory_iterator(cparams.tts_voices_dir, ec)) {
+    for (const auto & entry : fs::directory_iterator(voices_real, ec)) {
         const fs::path p = entry.path();
-        if (!entry.is_regular_file(ec) || lower(p.extension().string()) != ".wav") {
+        if (lower(p.extension().string()) != ".wav") {
             continue;
         }
         const std::string name = p.stem().string();
         if (!is_clone_name(name) || std::find(speakers.begin(), speakers.end(), lower(name)) != speakers.end()) {
             continue; // built-in speakers keep their names
         }
-        cloned.push_back({name, "cloned", p.string()});
+        // a symlink may point anywhere: only what resolves inside the directory is a voice
+        std::error_code ec2;
+        const fs::path real = fs::canonical(p, ec2);
+        if (ec2 || !is_inside(voices_real, real)) {
+            continue;
+        }
+        const auto status = fs::status(real, ec2);
+        if (ec2 || !fs::is_regular_file(status)) {
+            continue;
+        }
+        const int64_t size  = (int64_t) fs::file_size(real, ec2);
+        const int64_t mtime = (int64_t) fs::last_write_time(real, ec2).time_since_epoch().count();
+        if (ec2) {
+            continue;
+        }
+        cloned.push_back({name, "cloned", real.string(), check_voice_file(real.string(), size, mtime)});
     }
     if (ec) {
-        SPE_WRN("cannot read the voices directory %s: %s\n", cparams.tts_voices_dir.c_str(), ec.message().c_str());
+        SPE_WRN("cannot read the voices directory %s: %s\n", voices_real.c_str(), ec.message().c_str());
     }
     std::sort(cloned.begin(), cloned.end(), [](const speech_voice & a, const speech_voice & b) { return a.id < b.id; });
     out.insert(out.end(), cloned.begin(), cloned.end());
     return out;
+}
+
+// reads a recording that was resolved inside the voices directory: never through a symlink (the
+// resolved path has none unless one was swapped in since), never a FIFO or device, at most
+// voice_max_bytes
+bool speech_engine::read_voice_file(const std::string & path, std::string & bytes, std::string & err) const {
+    std::error_code ec;
+    const fs::path real = fs::canonical(path, ec);
+    if (ec || voices_real.empty() || !is_inside(voices_real, real)) {
+        err = "it is not inside the voices directory";
+        return false;
+    }
+#ifndef _WIN32
+    const int fd = open(real.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        err = "it cannot be opened";
+        return false;
+    }
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        err = "it is not a regular file";
+        return false;
+    }
+    if ((size_t) st.st_size > voice_max_bytes) {
+        close(fd);
+        err = "it is larger than " + std::to_string(voice_max_bytes >> 20) + " MiB";
+        return false;
+    }
+    bytes.resize((size_t) st.st_size);
+    size_t got = 0;
+    while (got < bytes.size()) {
+        const ssize_t n = read(fd, &bytes[got], bytes.size() - got);
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t) n;
+    }
+    close(fd);
+    bytes.resize(got);
+#else
+    std::ifstream f(real, std::ios::binary);
+    if (!f || fs::file_size(real, ec) > voice_max_bytes) {
+        err = "it cannot be opened or is larger than " + std::to_string(voice_max_bytes >> 20) + " MiB";
+        return false;
+    }
+    bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+#endif
+    return true;
+}
+
+std::string speech_engine::check_voice_file(const std::string & path, int64_t size, int64_t mtime) {
+    {
+        std::lock_guard<std::mutex> lock(check_mtx);
+        auto it = check_cache.find(path);
+        if (it != check_cache.end() && it->second.size == size && it->second.mtime == mtime) {
+            return it->second.reason;
+        }
+    }
+    std::string bytes, reason;
+    speech_audio::wav_info info;
+    if (read_voice_file(path, bytes, reason)) {
+        reason = speech_audio::check_reference_wav(bytes, voice_limits, info);
+    }
+    std::lock_guard<std::mutex> lock(check_mtx);
+    check_cache[path] = {size, mtime, reason};
+    return reason;
 }
 
 std::string speech_engine::default_voice() const {
@@ -246,7 +375,7 @@ bool speech_engine::find_voice(const std::string & id, speech_voice & out) {
     const std::string key = lower(id);
     for (const auto & s : speakers) {
         if (s == key) {
-            out = {s, "builtin", ""};
+            out = {s, "builtin", "", ""};
             return true;
         }
     }
@@ -292,25 +421,42 @@ void speech_engine::release(speech_slot * slot) {
     cv.notify_one();
 }
 
-bool speech_engine::speaker_embd(speech_slot & slot, const speech_voice & voice, std::vector<float> & out, std::string & err) {
-    std::error_code ec;
-    const int64_t mtime = (int64_t) fs::last_write_time(voice.path, ec).time_since_epoch().count();
-    const int64_t bytes = ec ? -1 : (int64_t) fs::file_size(voice.path, ec);
-    if (ec) {
-        err = "cannot read the recording of voice '" + voice.id + "'";
+// FNV-1a: tells one recording's content from another's, not a defence against a chosen collision
+// (whoever can write to the voices directory picks the voices anyway)
+static uint64_t content_digest(const std::string & bytes) {
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : bytes) {
+        h = (h ^ c) * 1099511628211ull;
+    }
+    return h;
+}
+
+bool speech_engine::speaker_embd(speech_slot & slot, const speech_voice & voice, std::vector<float> & out,
+                                 std::string & err, bool & bad_input) {
+    bad_input = true;
+    std::string bytes, why;
+    speech_audio::wav_info info;
+    if (read_voice_file(voice.path, bytes, why)) {
+        why = speech_audio::check_reference_wav(bytes, voice_limits, info);
+    }
+    if (!why.empty()) {
+        err = "voice '" + voice.id + "' cannot be used: its recording " + voice.id + ".wav: " + why;
         return false;
     }
+    const uint64_t digest = content_digest(bytes);
     {
         std::lock_guard<std::mutex> lock(embd_mtx);
         auto it = embd_cache.find(voice.id);
-        if (it != embd_cache.end() && it->second.mtime == mtime && it->second.bytes == bytes) {
+        if (it != embd_cache.end() && it->second.digest == digest && it->second.bytes == bytes.size()) {
             out = it->second.embd;
             return true;
         }
     }
-    auto wrapper = mtmd_helper_bitmap_init_from_file(slot.mctx, voice.path.c_str(), false, mtmd_helper_init_opt_default());
+    bad_input = false;
+    auto wrapper = mtmd_helper_bitmap_init_from_buf(slot.mctx, (const unsigned char *) bytes.data(), bytes.size(),
+                                                    false, mtmd_helper_init_opt_default());
     if (!wrapper.bitmap) {
-        err = "the recording of voice '" + voice.id + "' is not a readable audio file";
+        err = "the recording of voice '" + voice.id + "' could not be decoded";
         return false;
     }
     mtmd::bitmap_ptr bitmap(wrapper.bitmap);
@@ -320,9 +466,10 @@ bool speech_engine::speaker_embd(speech_slot & slot, const speech_voice & voice,
         err = "encoding the recording of voice '" + voice.id + "' failed";
         return false;
     }
-    SPE_INF("encoded voice '%s' (%s)\n", voice.id.c_str(), voice.path.c_str());
+    SPE_INF("encoded voice '%s' (%s, %d Hz, %d channel(s), %zu samples)\n", voice.id.c_str(), voice.path.c_str(),
+            info.sample_rate, info.channels, info.n_frames);
     std::lock_guard<std::mutex> lock(embd_mtx);
-    embd_cache[voice.id] = {mtime, bytes, out};
+    embd_cache[voice.id] = {digest, bytes.size(), out};
     return true;
 }
 
@@ -384,9 +531,10 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
     }
 
     const int room = (int) llama_n_ctx(slot.lctx) - slot.gen->timings().n_prompt_tokens - 1;
-    // a request may ask for fewer frames than the server allows, never more
+    // a request may ask for fewer frames than the server allows (--tts-max-frames, else derived
+    // from the text length), never more
     const int cap = engine.segment_frame_cap(speech_audio::utf8_length(text));
-    max_frames = p.max_frames > 0 && (cp.tts_max_frames == 0 || p.max_frames < cap) ? p.max_frames : cap;
+    max_frames = p.max_frames > 0 ? std::min(p.max_frames, cap) : cap;
     max_frames = std::max(1, std::min(max_frames, room));
 
     sampled = common_sampler_sample(smpl, slot.lctx, -1);

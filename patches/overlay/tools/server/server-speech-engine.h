@@ -23,7 +23,8 @@ struct common_sampler;
 struct speech_voice {
     std::string id;
     std::string type;  // "builtin" (a speaker of the model) or "cloned" (a recording in the voices dir)
-    std::string path;  // cloned: the reference recording
+    std::string path;  // cloned: the reference recording, resolved inside the voices directory
+    std::string reason; // cloned: why the recording cannot be used (empty: usable)
 };
 
 // one request's generation settings, already validated by the HTTP layer
@@ -117,7 +118,8 @@ public:
     bool load(const common_params & params, const llama_model * model);
     bool loaded() const { return ready; }
 
-    // built-in speakers of the model, then the recordings in the voices directory (if it can clone)
+    // built-in speakers of the model, then the recordings in the voices directory (if it can clone),
+    // usable ones and those with a reason; files whose real path leaves the directory are skipped
     std::vector<speech_voice> voices();
     bool find_voice(const std::string & id, speech_voice & out);
     // --tts-speaker, else the first built-in speaker (CustomVoice needs one), else none
@@ -131,8 +133,17 @@ public:
     // waits for a free slot; nullptr when cancelled (should_stop) or the queue is full (busy = true)
     std::unique_ptr<speech_slot_lease> acquire(const std::function<bool()> & should_stop, bool & busy);
 
-    // the cached speaker embedding of a cloned voice, encoded on first use
-    bool speaker_embd(speech_slot & slot, const speech_voice & voice, std::vector<float> & out, std::string & err);
+    // the speaker embedding of a cloned voice, cached by the recording's content and encoded on first
+    // use; the recording is read (confined to the voices directory) and checked before the encoder
+    // sees it. On failure err is set and bad_input tells a bad recording (client's choice) from a
+    // server fault.
+    bool speaker_embd(speech_slot & slot, const speech_voice & voice, std::vector<float> & out, std::string & err,
+                      bool & bad_input);
+
+    // tokens of text in the talker's vocabulary (no special tokens parsed)
+    int32_t n_tokens(const std::string & text) const;
+    // tokens of instructions a slot has room for next to the longest segment
+    int32_t max_instruction_tokens() const { return instr_tokens; }
 
     const common_params & params() const { return cparams; }
     const llama_model * model() const { return mdl; }
@@ -150,6 +161,8 @@ private:
     void release(speech_slot * slot);
     bool init_slot(speech_slot & slot, int id);
     bool is_clone_name(const std::string & name) const;
+    bool read_voice_file(const std::string & path, std::string & bytes, std::string & err) const;
+    std::string check_voice_file(const std::string & path, int64_t size, int64_t mtime);
 
     common_params cparams;
     const llama_model * mdl = nullptr;
@@ -157,6 +170,8 @@ private:
     bool cloning = false;
     int  rate    = 24000;
     int  n_ctx   = 0;
+    int  instr_tokens = 0;
+    std::string voices_real; // the voices directory, resolved
     std::string type, size;
     std::vector<std::string> langs;
     std::vector<std::string> speakers;  // built-in, lower case
@@ -167,11 +182,21 @@ private:
     std::mutex mtx;
     std::condition_variable cv;
 
+    // keyed by voice id; a rewritten recording (any content change) is encoded again
     struct cached_embd {
-        int64_t mtime = 0;
-        int64_t bytes = 0;
+        uint64_t digest = 0;
+        size_t   bytes  = 0;
         std::vector<float> embd;
     };
     std::mutex embd_mtx;
     std::map<std::string, cached_embd> embd_cache;
+
+    // the listing's verdict on each file, re-checked when its size or mtime changes; a request
+    // always checks the bytes it actually reads
+    struct cached_check {
+        int64_t size = -1, mtime = 0;
+        std::string reason;
+    };
+    std::mutex check_mtx;
+    std::map<std::string, cached_check> check_cache;
 };

@@ -4,6 +4,7 @@
 #include "server-speech-audio.h"
 #include "server-speech-engine.h"
 
+#include "base64.hpp"
 #include "gguf.h"
 #include "log.h"
 
@@ -28,6 +29,9 @@ struct speech_error {
 server_http_res_ptr error_response(const speech_error & e) {
     auto res = std::make_unique<server_http_res>();
     res->status = e.status;
+    if (e.status == 503) {
+        res->headers["Retry-After"] = "1"; // a slot frees as soon as one request ends
+    }
     res->data   = json {
         {"error", json {
             {"message", e.message},
@@ -44,6 +48,30 @@ server_http_res_ptr not_enabled(const server_http_req &) {
                            "speech synthesis is not enabled on this server: start llama-server with a "
                            "Qwen3-TTS talker model (-m) and its mmproj (--mmproj)", "not_supported_error"});
 }
+
+// a client-supplied string as it appears in an error message: at most 64 characters
+std::string quote_value(const std::string & value) {
+    const size_t max_chars = 64;
+    if (speech_audio::utf8_length(value) <= max_chars) {
+        return "'" + value + "'";
+    }
+    // cut on a code point boundary
+    size_t cut = 0;
+    for (size_t n = 0; cut < value.size() && n < max_chars; n++) {
+        cut++;
+        while (cut < value.size() && ((unsigned char) value[cut] & 0xC0) == 0x80) {
+            cut++;
+        }
+    }
+    return "'" + value.substr(0, cut) + "...' (" + std::to_string(value.size()) + " bytes)";
+}
+
+// a streamed request answers with a status once its first chunk is ready, so anything that fails
+// up to then is a proper error response; a failure later ends the stream visibly
+constexpr size_t max_body_bytes_min = 64 * 1024;
+
+// bounds for the short text fields (characters); input and instructions have options
+constexpr size_t max_name_chars = 256;
 
 enum class audio_format { wav, pcm, flac };
 enum class stream_mode  { none, audio, sse };
@@ -93,7 +121,7 @@ private:
         err = {400, code, param, msg};
         return false;
     }
-    bool opt_string(const char * key, std::string & out, speech_error & err);
+    bool opt_string(const char * key, std::string & out, speech_error & err, size_t max_chars = max_name_chars);
     bool opt_number(const char * key, double lo, double hi, double & out, bool & present, speech_error & err);
     bool opt_int(const char * key, int64_t lo, int64_t hi, int64_t & out, bool & present, speech_error & err);
 
@@ -102,19 +130,29 @@ private:
     bool parse_language(speech_request & out, speech_error & err);
     bool parse_formats(speech_request & out, speech_error & err);
     bool parse_sampling(speech_request & out, speech_error & err);
+    bool parse_instructions(speech_request & out, speech_error & err);
 
     speech_engine & engine;
     const json & body;
 };
 
-bool request_parser::opt_string(const char * key, std::string & out, speech_error & err) {
+bool request_parser::opt_string(const char * key, std::string & out, speech_error & err, size_t max_chars) {
     if (!body.contains(key) || body.at(key).is_null()) {
         return true;
     }
     if (!body.at(key).is_string()) {
         return fail(err, key, "invalid_type", std::string("'") + key + "' must be a string");
     }
-    out = body.at(key).get<std::string>();
+    std::string value = body.at(key).get<std::string>();
+    if (!is_valid_utf8(value)) {
+        return fail(err, key, "invalid_utf8", std::string("'") + key + "' is not valid UTF-8");
+    }
+    const size_t n_chars = speech_audio::utf8_length(value);
+    if (n_chars > max_chars) {
+        return fail(err, key, "string_above_max_length",
+                    string_format("'%s' has %zu characters, this server accepts at most %zu", key, n_chars, max_chars));
+    }
+    out = std::move(value);
     return true;
 }
 
@@ -158,19 +196,15 @@ bool request_parser::parse_input(speech_request & out, speech_error & err) {
     if (!body.at("input").is_string()) {
         return fail(err, "input", "invalid_type", "'input' must be a string");
     }
-    const std::string input = body.at("input").get<std::string>();
-    if (!speech_audio::utf8_valid(input)) {
-        return fail(err, "input", "invalid_utf8", "'input' is not valid UTF-8");
+    std::string input;
+    if (!opt_string("input", input, err, (size_t) engine.params().tts_max_input)) {
+        return false;
     }
-    const size_t n_chars = speech_audio::utf8_length(input);
-    const int    max_in  = engine.params().tts_max_input;
-    if (n_chars > (size_t) max_in) {
-        return fail(err, "input", "string_above_max_length",
-                    string_format("'input' has %zu characters, this server accepts at most %d", n_chars, max_in));
-    }
-    out.segments = speech_audio::split_text(input, (size_t) engine.params().tts_segment_chars);
+    // NUL, other controls and zero-width characters say nothing; input made only of them is empty
+    out.segments = speech_audio::split_text(speech_audio::strip_invisible(input), (size_t) engine.params().tts_segment_chars);
     if (out.segments.empty()) {
-        return fail(err, "input", "empty_input", "'input' is empty: there is nothing to speak");
+        return fail(err, "input", "empty_input",
+                    "'input' is empty: there is nothing to speak (whitespace, control and zero-width characters only)");
     }
     return true;
 }
@@ -187,6 +221,10 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
             return fail(err, "voice", "invalid_type", "'voice' must be a voice name or an object {\"id\": name}");
         }
     }
+    if (voice.size() > max_name_chars) {
+        return fail(err, "voice", "voice_not_found",
+                    "unknown voice " + quote_value(voice) + ": voice names are at most " + std::to_string(max_name_chars) + " bytes");
+    }
     if (voice.empty() || voice == "default") {
         // an unknown --tts-speaker was reported at start-up; such a server speaks with no speaker
         engine.find_voice(engine.default_voice(), out.gen.voice);
@@ -195,17 +233,23 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
     if (!engine.find_voice(voice, out.gen.voice)) {
         std::string names;
         for (const auto & v : engine.voices()) {
-            names += (names.empty() ? "" : ", ") + v.id;
+            if (v.reason.empty()) {
+                names += (names.empty() ? "" : ", ") + v.id;
+            }
         }
         return fail(err, "voice", "voice_not_found",
-                    "unknown voice '" + voice + "'; this server has: " + (names.empty() ? "no voices (omit 'voice')" : names));
+                    "unknown voice " + quote_value(voice) + "; this server has: " + (names.empty() ? "no voices (omit 'voice')" : names));
+    }
+    if (!out.gen.voice.reason.empty()) {
+        return fail(err, "voice", "voice_unusable",
+                    "voice " + quote_value(voice) + " cannot be used: its recording " + voice + ".wav: " + out.gen.voice.reason);
     }
     return true;
 }
 
 bool request_parser::parse_language(speech_request & out, speech_error & err) {
     std::string lang = engine.params().tts_lang.empty() ? "auto" : engine.params().tts_lang;
-    if (!opt_string("language", lang, err)) {
+    if (!opt_string("language", lang, err, 64)) {
         return false;
     }
     out.gen.language = engine.resolve_language(lang);
@@ -215,7 +259,7 @@ bool request_parser::parse_language(speech_request & out, speech_error & err) {
             names += ", " + l;
         }
         return fail(err, "language", "unsupported_language",
-                    "unsupported language '" + lang + "'; use an ISO 639-1 code or one of: " + names);
+                    "unsupported language " + quote_value(lang) + "; use an ISO 639-1 code or one of: " + names);
     }
     return true;
 }
@@ -230,7 +274,7 @@ bool request_parser::parse_formats(speech_request & out, speech_error & err) {
     else if (fmt == "flac") out.format = audio_format::flac;
     else {
         return fail(err, "response_format", "unsupported_response_format",
-                    "response_format '" + fmt + "' is not supported by this server; use one of: wav, pcm, flac");
+                    "response_format " + quote_value(fmt) + " is not supported by this server; use one of: wav, pcm, flac");
     }
     std::string stream;
     if (!opt_string("stream_format", stream, err)) {
@@ -240,7 +284,13 @@ bool request_parser::parse_formats(speech_request & out, speech_error & err) {
     else if (stream == "audio") out.stream = stream_mode::audio;
     else if (stream == "sse")   out.stream = stream_mode::sse;
     else {
-        return fail(err, "stream_format", "invalid_value", "stream_format must be 'audio' or 'sse', got '" + stream + "'");
+        return fail(err, "stream_format", "invalid_value", "stream_format must be 'audio' or 'sse', got " + quote_value(stream));
+    }
+    // a FLAC stream's header (STREAMINFO: total samples, MD5) is written before the audio exists, and
+    // libsndfile refuses one left open; as OpenAI-compatible servers do, FLAC is whole files only
+    if (out.stream != stream_mode::none && out.format == audio_format::flac) {
+        return fail(err, "stream_format", "unsupported_stream_format",
+                    "response_format 'flac' cannot be streamed; stream wav or pcm, or omit stream_format for a whole FLAC file");
     }
     double speed = 1.0;
     bool present = false;
@@ -287,21 +337,35 @@ bool request_parser::parse_sampling(speech_request & out, speech_error & err) {
     return true;
 }
 
-bool request_parser::parse(speech_request & out, speech_error & err) {
-    if (!body.is_object()) {
-        return fail(err, "", "invalid_request_body", "the request body must be a JSON object");
-    }
-    if (!opt_string("model", out.model, err) || !parse_input(out, err) || !parse_voice(out, err) ||
-        !parse_language(out, err) || !parse_formats(out, err) || !parse_sampling(out, err) ||
-        !opt_string("instructions", out.gen.instructions, err)) {
+bool request_parser::parse_instructions(speech_request & out, speech_error & err) {
+    if (!opt_string("instructions", out.gen.instructions, err, (size_t) engine.params().tts_max_instructions)) {
         return false;
     }
-    if (!out.gen.instructions.empty() && !engine.takes_instructions()) {
+    if (out.gen.instructions.empty()) {
+        return true;
+    }
+    if (!engine.takes_instructions()) {
         return fail(err, "instructions", "unsupported_parameter",
                     "this model (" + engine.describe() + ") does not take 'instructions'; "
                     "VoiceDesign and the 1.7B CustomVoice models do");
     }
+    // the slot's context has room for this many; characters of rare scripts can take several tokens each
+    const int32_t n_tok = engine.n_tokens(out.gen.instructions);
+    if (n_tok > engine.max_instruction_tokens()) {
+        return fail(err, "instructions", "string_above_max_length",
+                    string_format("'instructions' are %d tokens long, this server accepts at most %d",
+                                  n_tok, engine.max_instruction_tokens()));
+    }
     return true;
+}
+
+bool request_parser::parse(speech_request & out, speech_error & err) {
+    if (!body.is_object()) {
+        return fail(err, "", "invalid_request_body", "the request body must be a JSON object");
+    }
+    return opt_string("model", out.model, err) && parse_input(out, err) && parse_voice(out, err) &&
+           parse_language(out, err) && parse_formats(out, err) && parse_sampling(out, err) &&
+           parse_instructions(out, err);
 }
 
 //
@@ -319,14 +383,17 @@ public:
     }
 
     bool streaming() const { return req.stream != stream_mode::none; }
-    server_http_res_ptr respond_whole(const std::function<bool()> & should_stop);
+    // the cloned voice's embedding, before any audio: a bad recording is the request's error
+    bool prepare_voice(speech_error & err);
+    server_http_res_ptr respond_whole();
     server_http_res_ptr respond_stream(std::shared_ptr<speech_job> self);
 
 private:
     bool next_audio(std::vector<float> & pcm, int n_frames, speech_error & err);
-    bool whole_segment(std::vector<float> & pcm, const std::function<bool()> & should_stop, speech_error & err);
+    bool whole_segment(std::vector<float> & pcm, speech_error & err);
     void post_process(std::vector<float> & pcm, bool whole) const;
-    bool next_chunk(std::string & out);
+    bool next_chunk(std::string & out, speech_error & err);
+    bool stream_chunk(server_http_res & res, std::string & out);
     std::string encode_chunk(const std::vector<float> & pcm, bool final);
     std::string sse_event(const json & data) const { return "data: " + data.dump() + "\n\n"; }
     json done_event() const;
@@ -351,6 +418,8 @@ private:
     std::unique_ptr<speech_audio::flac_encoder> flac;
     bool header_sent = false;
     bool finished    = false;
+    bool first_ready = false;                 // first chunk made before the status was sent
+    std::string first_chunk;
     int  chunk_frames = 0;                    // frames in the chunk being streamed
     static constexpr int max_chunk_frames = 64;
 };
@@ -363,12 +432,6 @@ bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err)
         if (n_done > 0) {
             const auto pause = speech_audio::silence(engine.sample_rate(), 150);
             pcm.insert(pcm.end(), pause.begin(), pause.end());
-        }
-        // a cloned voice is looked up (encoded on its first use) once per request, not per segment
-        if (n_done == 0 && req.gen.voice.type == "cloned" &&
-            !engine.speaker_embd(lease->get(), req.gen.voice, speaker_embd, msg)) {
-            err = {500, "voice_unreadable", "voice", msg, "server_error"};
-            return false;
         }
         seg = std::make_unique<speech_segment>(engine, lease->get());
         if (!seg->start(req.segments[n_done], req.gen, speaker_embd, msg)) {
@@ -392,13 +455,27 @@ bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err)
     return true;
 }
 
-bool speech_job::whole_segment(std::vector<float> & pcm, const std::function<bool()> & should_stop, speech_error & err) {
+// a cloned voice is looked up (encoded on its first use) once per request, not per segment
+bool speech_job::prepare_voice(speech_error & err) {
+    if (req.gen.voice.type != "cloned") {
+        return true;
+    }
+    std::string msg;
+    bool bad_input = false;
+    if (!engine.speaker_embd(lease->get(), req.gen.voice, speaker_embd, msg, bad_input)) {
+        err = bad_input ? speech_error{400, "voice_unusable", "voice", msg}
+                        : speech_error{500, "voice_unreadable", "voice", msg, "server_error"};
+        return false;
+    }
+    return true;
+}
+
+// A whole response does not watch the connection: a client that half-closes it (shutdown(SHUT_WR)
+// after its request, which HTTP allows) reads as closed to the server, yet waits for its audio. The
+// work a client can leave behind is bounded by the input limit and the frame caps.
+bool speech_job::whole_segment(std::vector<float> & pcm, speech_error & err) {
     const size_t n_before = n_done;
     while (n_done == n_before) {
-        if (should_stop && should_stop()) {
-            err = {499, "client_closed_request", "", "the client closed the connection", "server_error"};
-            return false;
-        }
         if (!next_audio(pcm, 1, err)) {
             return false;
         }
@@ -442,12 +519,12 @@ void speech_job::fill_headers(server_http_res & res, bool whole) const {
     }
 }
 
-server_http_res_ptr speech_job::respond_whole(const std::function<bool()> & should_stop) {
+server_http_res_ptr speech_job::respond_whole() {
     std::vector<float> all;
     speech_error err;
     while (!finished) {
         std::vector<float> pcm;
-        if (!whole_segment(pcm, should_stop, err)) {
+        if (!whole_segment(pcm, err)) {
             return error_response(err);
         }
         post_process(pcm, true);
@@ -508,20 +585,14 @@ json speech_job::done_event() const {
     };
 }
 
-// one chunk of a streamed response; false once the stream is complete
-bool speech_job::next_chunk(std::string & out) {
+// one chunk of a streamed response; false once the stream is complete or failed (err.code set)
+bool speech_job::next_chunk(std::string & out, speech_error & err) {
     std::vector<float> pcm;
-    speech_error err;
     // the first chunk is small for an early start; each decode spans a whole codec window whatever
     // the chunk size, so later chunks double in size to keep the decoder's share of the time low
     chunk_frames = chunk_frames == 0 ? engine.params().tts_stream_frames : std::min(2 * chunk_frames, max_chunk_frames);
     if (!next_audio(pcm, chunk_frames, err)) {
-        LOG_ERR("speech: %s\n", err.message.c_str());
-        if (req.stream == stream_mode::sse) {
-            out = sse_event(json {{"type", "error"}, {"error", {{"message", err.message}, {"type", err.type},
-                                                                {"param", nullptr}, {"code", err.code}}}});
-        }
-        return false; // the status line is sent already: end the stream
+        return false;
     }
     post_process(pcm, false);
     if (req.speed != 1.0f && !pcm.empty()) {
@@ -531,7 +602,7 @@ bool speech_job::next_chunk(std::string & out) {
     const std::string bytes = encode_chunk(pcm, finished);
     if (req.stream == stream_mode::sse) {
         if (!bytes.empty()) {
-            out = sse_event(json {{"type", "speech.audio.delta"}, {"audio", speech_audio::base64_encode(bytes)}});
+            out = sse_event(json {{"type", "speech.audio.delta"}, {"audio", base64::encode(bytes)}});
         }
         if (finished) {
             out += sse_event(done_event());
@@ -542,23 +613,77 @@ bool speech_job::next_chunk(std::string & out) {
     return !finished;
 }
 
+// a failure after the status was sent ends the stream so that the client can tell: an SSE stream
+// gets a speech.audio.error event, an audio stream is cut without its terminating chunk
+bool speech_job::stream_chunk(server_http_res & res, std::string & out) {
+    if (first_ready) {
+        first_ready = false;
+        out = std::move(first_chunk);
+        return !finished;
+    }
+    speech_error err;
+    if (next_chunk(out, err)) {
+        return true;
+    }
+    if (err.code.empty()) {
+        return false; // complete
+    }
+    LOG_ERR("speech: stream failed after %zu samples: %s\n", n_samples, err.message.c_str());
+    if (req.stream == stream_mode::sse) {
+        out = sse_event(json {{"type", "speech.audio.error"}, {"error", {{"message", err.message}, {"type", err.type},
+                                                                         {"param", nullptr}, {"code", err.code}}}});
+    } else {
+        out.clear();
+        res.failed = true;
+    }
+    return false;
+}
+
 server_http_res_ptr speech_job::respond_stream(std::shared_ptr<speech_job> self) {
+    // the first chunk is made before the status line goes out, so a request that fails early gets an
+    // error status instead of a 200 with an empty body
+    speech_error err;
+    if (!next_chunk(first_chunk, err) && !err.code.empty()) {
+        return error_response(err);
+    }
+    first_ready = true;
     auto res = std::make_unique<server_http_res>();
     res->content_type = req.stream == stream_mode::sse ? "text/event-stream" : content_type_of(req.format);
     fill_headers(*res, false);
-    // generation runs as the client reads; a client that goes away stops being read from, and
-    // releasing the response releases the slot
-    res->next = [self](std::string & out) -> bool {
-        return self->next_chunk(out);
+    // generation runs as the client reads; a client that stops reading makes the write time out
+    // (--tts-stream-timeout) and releasing the response releases the slot
+    server_http_res * r = res.get();
+    res->next = [self, r](std::string & out) -> bool {
+        return self->stream_chunk(*r, out);
     };
     return res;
 }
 
+// the media type of a Content-Type value: before any parameters, trimmed, lower case
+std::string media_type(const std::string & value) {
+    std::string t = value.substr(0, value.find(';'));
+    const size_t b = t.find_first_not_of(" \t");
+    const size_t e = t.find_last_not_of(" \t");
+    t = b == std::string::npos ? "" : t.substr(b, e - b + 1);
+    std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return (char) std::tolower(c); });
+    return t;
+}
+
 server_http_res_ptr handle_speech(speech_engine & engine, const server_http_req & req) {
-    const std::string ctype = header_value(req, "Content-Type");
-    if (ctype.rfind("application/json", 0) != 0 && ctype.rfind("multipart/form-data", 0) != 0) {
+    const std::string ctype = media_type(header_value(req, "Content-Type"));
+    // multipart form fields arrive here already turned into a JSON body by the HTTP layer
+    if (ctype != "application/json" && ctype != "multipart/form-data") {
         return error_response({415, "unsupported_media_type", "",
-                               "Content-Type must be application/json, got '" + ctype + "'"});
+                               "Content-Type must be application/json, got " + quote_value(header_value(req, "Content-Type"))});
+    }
+    // the fields are bounded (input and instructions by options, the rest by max_name_chars), so a
+    // body far above their sum is refused before it is parsed
+    const size_t max_body = std::max(max_body_bytes_min, (size_t) 8 * (engine.params().tts_max_input +
+                                                                        engine.params().tts_max_instructions));
+    if (req.body.size() > max_body) {
+        return error_response({413, "request_too_large", "",
+                               string_format("the request body is %zu bytes, this server accepts at most %zu",
+                                             req.body.size(), max_body)});
     }
     const json body = json::parse_no_throw(req.body);
     if (body.is_discarded()) {
@@ -569,30 +694,37 @@ server_http_res_ptr handle_speech(speech_engine & engine, const server_http_req 
     if (!request_parser(engine, body).parse(sreq, err)) {
         return error_response(err);
     }
+    // a queued request waits for its slot whatever its connection looks like (see whole_segment)
     bool busy = false;
-    auto lease = engine.acquire(req.should_stop, busy);
+    auto lease = engine.acquire(nullptr, busy);
     if (!lease) {
-        if (busy) {
-            return error_response({503, "server_busy", "",
-                                   "all speech slots are busy and the queue is full; retry later", "server_error"});
-        }
-        return error_response({499, "client_closed_request", "", "the client closed the connection", "server_error"});
+        return error_response({503, "server_busy", "",
+                               "all speech slots are busy and the queue is full; retry later", "server_error"});
     }
     auto job = std::make_shared<speech_job>(engine, std::move(lease), std::move(sreq));
+    if (!job->prepare_voice(err)) {
+        return error_response(err);
+    }
     if (job->streaming()) {
         return job->respond_stream(job);
     }
-    return job->respond_whole(req.should_stop);
+    return job->respond_whole();
 }
 
 server_http_res_ptr handle_voices(speech_engine & engine) {
     json voices = json::array();
+    json unusable = json::array();
     for (const auto & v : engine.voices()) {
-        voices.push_back({{"id", v.id}, {"name", v.id}, {"type", v.type}});
+        if (v.reason.empty()) {
+            voices.push_back({{"id", v.id}, {"name", v.id}, {"type", v.type}});
+        } else {
+            unusable.push_back({{"id", v.id}, {"reason", v.reason}});
+        }
     }
     auto res = std::make_unique<server_http_res>();
     res->data = json {
         {"voices",    voices},
+        {"unusable_voices", unusable}, // recordings in the voices directory that fail the checks, and why
         {"default",   engine.default_voice().empty() ? json(nullptr) : json(engine.default_voice())},
         {"languages", engine.languages()},
         {"model",     engine.describe()},
@@ -645,7 +777,16 @@ static bool mmproj_generates_audio(const std::string & path) {
 }
 
 void server_speech::prepare(common_params & params) const {
-    if (params.mmproj.path.empty() || params.n_ctx != 0 || !mmproj_generates_audio(params.mmproj.path)) {
+    if (params.mmproj.path.empty() || !mmproj_generates_audio(params.mmproj.path)) {
+        return;
+    }
+    // a client that stops reading a stream blocks its slot's generation in a socket write: the
+    // server's write timeout (--timeout, an hour by default) becomes the speech stream's
+    if (params.tts_stream_timeout > 0 && params.tts_stream_timeout < params.timeout_write) {
+        params.timeout_write = params.tts_stream_timeout;
+        LOG_INF("speech: the HTTP write timeout is %d s (--tts-stream-timeout)\n", params.timeout_write);
+    }
+    if (params.n_ctx != 0) {
         return;
     }
     params.n_ctx      = 512;

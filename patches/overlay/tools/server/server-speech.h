@@ -17,8 +17,9 @@ struct server_speech {
     server_speech();
     ~server_speech();
 
-    // before the server loads its model: with an audio-generating mmproj and no -c, the server's own
-    // (chat) context on the talker is made small, since speech runs on contexts of its own
+    // before the HTTP server starts: with an audio-generating mmproj, the write timeout becomes
+    // --tts-stream-timeout and, without -c, the server's own (chat) context on the talker is made
+    // small, since speech runs on contexts of its own
     void prepare(common_params & params) const;
 
     // after the server loaded its model: enables speech when it is a Qwen3-TTS talker and --mmproj
