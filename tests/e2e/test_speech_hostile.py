@@ -22,7 +22,7 @@ import requests
 import soundfile as sf
 
 from q3build import cli
-from q3build.validate import Server, free_port
+from q3build.speech.server import Server, free_port
 
 from ..conftest import REPO
 
