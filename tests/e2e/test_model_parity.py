@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from q3build import cli
+from q3build.speech.bench.weights import gguf_tensor_types
 
 from ..conftest import REPO
 
@@ -104,6 +105,37 @@ def test_q8_0_reports_code_agreement(built, capsys):
     codes = next(s for s in report["stages"] if s["name"] == "codes")
     assert 0.0 <= codes["codes_equal"] <= 1.0 and codes["frames"] >= 1
     assert rc in (0, 6)  # informative: random weights make q8_0 drift
+
+
+# ggml type ids (gguf header): the code predictor's matrices are read 15 times per frame
+F32, F16, Q4_0, Q8_0 = 0, 1, 2, 8
+
+
+def predictor_matrix_types(model_dir):
+    types = gguf_tensor_types(model_dir / "mmproj.gguf")
+    return {n: t for n, t in types.items()
+            if n.startswith(("a.gen.code.blk.", "a.gen.code.head", "a.gen.code.proj_in"))
+            and n.endswith(".weight") and not n.endswith(("norm.weight", "ln1.weight", "ln2.weight"))}
+
+
+def test_quantised_conversions_quantise_every_predictor_matrix(built):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    if not (root / "q8").is_dir():
+        assert q3("model", "convert", str(root / "hf"), "--out", str(root / "q8"), "--outtype", "q8_0") == 0
+    q8 = predictor_matrix_types(root / "q8")
+    assert any(n.endswith(".ffn_down.weight") for n in q8)
+    assert set(q8.values()) == {Q8_0}, q8  # ffn_down included: q8_0 activations have a per-block scale
+    assert q3("model", "convert", str(root / "hf"), "--out", str(root / "f16"), "--outtype", "f16") == 0
+    f16 = predictor_matrix_types(root / "f16")
+    # f16 weights take f16 activations, which the FFN intermediate can overflow: ffn_down stays f32
+    assert {t for n, t in f16.items() if n.endswith(".ffn_down.weight")} == {F32}
+    assert {t for n, t in f16.items() if not n.endswith(".ffn_down.weight")} == {F16}
+    assert q3("model", "convert", str(root / "hf"), "--out", str(root / "q4"), "--outtype", "q4_0") == 0
+    assert set(predictor_matrix_types(root / "q4").values()) == {Q4_0}
+    tables = gguf_tensor_types(root / "q4" / "mmproj.gguf")
+    # lookup tables (one row read per code) keep q8_0
+    assert (tables["a.gen.code.embd.weight"], tables["a.gen.code.out_embd.weight"]) == (Q8_0, Q8_0)
 
 
 def test_a_different_checkpoint_is_caught_at_the_first_stage(built, capsys):

@@ -289,6 +289,17 @@ def test_eight_concurrent_requests_all_succeed(client):
         assert (info.samplerate, info.channels) == (24000, 1) and info.frames > 0
 
 
+def test_seeded_requests_side_by_side_give_their_solo_bytes(client):
+    # the two slots share one mtmd context and take turns per frame; a seeded request must still
+    # sample exactly as it does alone (every frame draws from its own seed, not a shared stream)
+    texts = {21: "The first voice speaks alone.", 22: "A second voice talks alongside it."}
+    solo = {seed: speech(client, input=t, extra_body={"seed": seed}).content for seed, t in texts.items()}
+    with ThreadPoolExecutor(2) as pool:
+        futures = {seed: pool.submit(speech, client, input=t, extra_body={"seed": seed}) for seed, t in texts.items()}
+        together = {seed: f.result().content for seed, f in futures.items()}
+    assert together == solo
+
+
 def test_a_client_that_goes_away_frees_its_slot(server, client):
     # two slots: park two long streams, drop them after their first chunk, then the slots must be free
     # long before the abandoned generations (400 frames each) could have finished

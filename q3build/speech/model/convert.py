@@ -6,8 +6,8 @@
 
 Both GGUFs come from the synced tree's own convert_hf_to_gguf.py (our patch stack applied, so
 its converter writes the hparams our mtmd reads). q4_0 is made from an f16 talker with the
-target's llama-quantize; the mmproj then stays q8_0 (its convolutions are kept f16/f32 by the
-converter anyway).
+target's llama-quantize; in the mmproj q4_0 applies to the code predictor's matrices (read 15
+times per frame), the rest stays q8_0 (its convolutions are kept f16/f32 by the converter anyway).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from q3build.speech.facts import MMPROJ, TALKER
 
 MANIFEST = "q3tts-model.json"
 # talker outtype -> (converter outtype for the talker, converter outtype for the mmproj)
-OUTTYPES = {"f32": ("f32", "f32"), "f16": ("f16", "f16"), "q8_0": ("q8_0", "q8_0"), "q4_0": ("f16", "q8_0")}
+OUTTYPES = {"f32": ("f32", "f32"), "f16": ("f16", "f16"), "q8_0": ("q8_0", "q8_0"), "q4_0": ("f16", "q4_0")}
 
 
 def check_checkpoint(hf_dir: Path) -> dict:

@@ -75,9 +75,6 @@ void speech_stage_timings::add(const mtmd_helper_gen_audio_timings & t) {
 
 speech_slot::~speech_slot() {
     gen.reset();
-    if (mctx) {
-        mtmd_free(mctx);
-    }
     if (lctx) {
         llama_free(lctx);
     }
@@ -93,6 +90,9 @@ speech_slot_lease::~speech_slot_lease() {
 
 speech_engine::~speech_engine() {
     slots.clear();
+    if (mctx) {
+        mtmd_free(mctx);
+    }
 }
 
 bool speech_engine::load(const common_params & params, const llama_model * model) {
@@ -113,11 +113,12 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     speakers = special_names(vocab, "spk_");
     langs    = special_names(vocab, "codec_language_");
 
-    // worst case per slot: the longest segment's prompt (text, instructions, codec prefix) plus its
-    // frames; instructions get 2 tokens per character of --tts-max-instructions (longer ones are refused)
+    // worst case per slot: the longest segment's prompt (text, instructions, codec prefix) plus its frames;
+    // the KV cache is most of a slot's memory, so room for instructions only where the model takes them:
+    // 2 tokens per character of --tts-max-instructions (longer ones are refused)
     const int seg_chars = std::max(16, params.tts_segment_chars);
     instr_tokens = takes_instructions() ? 2 * std::max(1, params.tts_max_instructions) : 0;
-    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + 256;
+    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + 64;
     n_ctx = (n_ctx + 255) / 256 * 256;
 
     if (!params.tts_voices_dir.empty()) {
@@ -139,8 +140,8 @@ bool speech_engine::load(const common_params & params, const llama_model * model
         free_slots.push_back(slot.get());
         slots.push_back(std::move(slot));
     }
-    rate    = mtmd_gen_audio_get_info(slots[0]->mctx).sample_rate;
-    cloning = mtmd_support_audio(slots[0]->mctx);
+    rate    = mtmd_gen_audio_get_info(mctx).sample_rate;
+    cloning = mtmd_support_audio(mctx);
     ready   = true;
     speech_voice v;
     if (!cparams.tts_speaker.empty() && !find_voice(cparams.tts_speaker, v)) {
@@ -158,9 +159,10 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
     lparams.n_ctx      = (uint32_t) n_ctx;
     lparams.n_seq_max  = 1;
     lparams.embeddings = true; // the helper feeds the talker's hidden state to the code predictor
-    // the server limits outputs for its own batches; the helper reads the embedding of every prompt row
-    lparams.n_outputs_max         = 0;
-    lparams.n_outputs_max_per_seq = 0;
+    // the helper reads one row per decode (the last prompt row, then each step): reserving the
+    // compute graph for more outputs would hold vocab-wide logits for a whole ubatch in every slot
+    lparams.n_outputs_max         = 1;
+    lparams.n_outputs_max_per_seq = 1;
     lparams.n_batch    = std::min<uint32_t>(lparams.n_batch, (uint32_t) n_ctx);
     lparams.n_ubatch   = std::min(lparams.n_ubatch, lparams.n_batch);
     // a second context on the server's model: llama_init_from_model only reads the model
@@ -170,23 +172,30 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
         return false;
     }
 
-    mtmd_context_params mparams = mtmd_context_params_default();
-    mparams.use_gpu         = cparams.mmproj_use_gpu;
-    mparams.device          = cparams.mmproj_device;
-    mparams.print_timings   = false;
-    mparams.n_threads       = cparams.cpuparams.n_threads;
-    mparams.flash_attn_type = cparams.flash_attn_type;
-    mparams.warmup          = false;
-    slot.mctx = mtmd_init_from_file(cparams.mmproj.path.c_str(), mdl, mparams);
-    if (!slot.mctx) {
-        SPE_ERR("slot %d: failed to load the mmproj %s\n", id, cparams.mmproj.path.c_str());
-        return false;
+    if (!mctx) {
+        threads.init(slot.lctx, cparams);
+        mtmd_context_params mparams = mtmd_context_params_default();
+        mparams.use_gpu         = cparams.mmproj_use_gpu;
+        mparams.device          = cparams.mmproj_device;
+        mparams.print_timings   = false;
+        mparams.n_threads       = cparams.cpuparams.n_threads;
+        mparams.flash_attn_type = cparams.flash_attn_type;
+        mparams.warmup          = false;
+        mparams.threadpool      = threads.get();
+        mctx = mtmd_init_from_file(cparams.mmproj.path.c_str(), mdl, mparams);
+        if (!mctx) {
+            SPE_ERR("failed to load the mmproj %s\n", cparams.mmproj.path.c_str());
+            return false;
+        }
+        if (mtmd_gen_audio_get_info(mctx).type == MTMD_GEN_AUDIO_TYPE_NONE) {
+            SPE_WRN("%s does not generate audio: speech disabled\n", cparams.mmproj.path.c_str());
+            return false;
+        }
+    } else if (threads.get()) {
+        llama_attach_threadpool(slot.lctx, threads.get(), nullptr);
     }
-    if (mtmd_gen_audio_get_info(slot.mctx).type == MTMD_GEN_AUDIO_TYPE_NONE) {
-        SPE_WRN("%s does not generate audio: speech disabled\n", cparams.mmproj.path.c_str());
-        return false;
-    }
-    slot.gen = std::make_unique<mtmd_helper::gen_audio>(slot.lctx, slot.mctx);
+    slot.mctx = mctx;
+    slot.gen  = std::make_unique<mtmd_helper::gen_audio>(slot.lctx, slot.mctx);
     return true;
 }
 
@@ -453,6 +462,7 @@ bool speech_engine::speaker_embd(speech_slot & slot, const speech_voice & voice,
         }
     }
     bad_input = false;
+    auto compute = compute_lock(); // the slots share one mtmd context
     auto wrapper = mtmd_helper_bitmap_init_from_buf(slot.mctx, (const unsigned char *) bytes.data(), bytes.size(),
                                                     false, mtmd_helper_init_opt_default());
     if (!wrapper.bitmap) {
@@ -486,6 +496,7 @@ speech_segment::~speech_segment() {
 bool speech_segment::start(const std::string & text, const speech_gen_params & p,
                            const std::vector<float> & embd, std::string & err) {
     const common_params & cp = engine.params();
+    auto lock = engine.compute_lock();
     llama_memory_clear(llama_get_memory(slot.lctx), true);
     slot.gen->reset();
 
@@ -552,6 +563,7 @@ bool speech_segment::step(int n, std::string & err) {
         }
         const float * h_next = nullptr;
         bool stop = false;
+        auto lock = engine.compute_lock(); // one frame at a time, so the slots interleave
         if (slot.gen->step_gen(sampled, h_state, &h_next, &stop) != 0) {
             err = "audio generation failed at frame " + std::to_string(n_frames);
             return false;
@@ -572,6 +584,7 @@ bool speech_segment::take_audio(std::vector<float> & out, std::string & err) {
     int32_t      rate = 0;
     const char * data = nullptr;
     size_t       len  = 0;
+    auto lock = engine.compute_lock();
     if (slot.gen->get_output(&rate, &data, &len, nullptr) != 0) {
         err = "audio decoding failed";
         return false;

@@ -1,8 +1,10 @@
 #pragma once
 
 // Speech synthesis for llama-server on libmtmd's audio generation helper (mtmd_helper_gen_audio).
-// The talker weights are the server's own model; each slot adds a llama_context and an mtmd
-// context, so requests on different slots run in parallel without sharing mutable state.
+// The talker weights are the server's own model; each slot adds a llama_context (its KV cache) and
+// a generator. The mtmd context (code predictor, codec decoder, speaker encoder) is loaded once and
+// shared: the slots' computes take turns (compute_lock), one frame at a time, on one set of CPU
+// threads. On a small board parallel computes only fight over the same cores and memory bandwidth.
 
 #include "common.h"
 #include "llama.h"
@@ -51,7 +53,7 @@ struct speech_stage_timings {
 struct speech_slot {
     int id = 0;
     llama_context * lctx = nullptr;
-    mtmd_context  * mctx = nullptr;
+    mtmd_context  * mctx = nullptr; // the engine's, shared
     std::unique_ptr<mtmd_helper::gen_audio> gen;
 
     ~speech_slot();
@@ -145,6 +147,9 @@ public:
     // tokens of instructions a slot has room for next to the longest segment
     int32_t max_instruction_tokens() const { return instr_tokens; }
 
+    // held for every compute of a slot (prompt, a frame, a decode, a speaker encode)
+    std::unique_lock<std::mutex> compute_lock() { return std::unique_lock<std::mutex>(compute_mtx); }
+
     const common_params & params() const { return cparams; }
     const llama_model * model() const { return mdl; }
     int  sample_rate() const { return rate; }
@@ -176,6 +181,9 @@ private:
     std::vector<std::string> langs;
     std::vector<std::string> speakers;  // built-in, lower case
 
+    common_threadpools threads;      // the CPU threads of every slot's talker and of mctx
+    mtmd_context * mctx = nullptr;   // loaded once, shared by the slots
+    std::mutex compute_mtx;
     std::vector<std::unique_ptr<speech_slot>> slots;
     std::vector<speech_slot *> free_slots;
     int n_waiting = 0;
