@@ -352,7 +352,6 @@ private:
     bool header_sent = false;
     bool finished    = false;
     int  chunk_frames = 0;                    // frames in the chunk being streamed
-    static constexpr int max_chunk_frames = 64;
 };
 
 // generates up to n_frames of the current segment (starting the next one when needed) and appends
@@ -512,9 +511,9 @@ json speech_job::done_event() const {
 bool speech_job::next_chunk(std::string & out) {
     std::vector<float> pcm;
     speech_error err;
-    // the first chunk is small for an early start; each decode spans a whole codec window whatever
-    // the chunk size, so later chunks double in size to keep the decoder's share of the time low
-    chunk_frames = chunk_frames == 0 ? engine.params().tts_stream_frames : std::min(2 * chunk_frames, max_chunk_frames);
+    // the first chunk is small for an early start; later chunks end where the codec decoder's next
+    // call completes (its batches double from 2 to 64 frames), so no audio is decoded twice
+    chunk_frames = chunk_frames == 0 || !seg ? engine.params().tts_stream_frames : seg->frames_to_next_decode();
     if (!next_audio(pcm, chunk_frames, err)) {
         LOG_ERR("speech: %s\n", err.message.c_str());
         if (req.stream == stream_mode::sse) {
