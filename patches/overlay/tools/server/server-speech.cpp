@@ -512,7 +512,7 @@ bool speech_job::next_chunk(std::string & out) {
     std::vector<float> pcm;
     speech_error err;
     // the first chunk is small for an early start; later chunks end where the codec decoder's next
-    // call completes (its batches double from 2 to 64 frames), so no audio is decoded twice
+    // call completes (its batches double from 1 to 16 frames), so no audio is decoded twice
     chunk_frames = chunk_frames == 0 || !seg ? engine.params().tts_stream_frames : seg->frames_to_next_decode();
     if (!next_audio(pcm, chunk_frames, err)) {
         LOG_ERR("speech: %s\n", err.message.c_str());
