@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from q3build import cli
+from q3build.speech import argv as speech_argv
+from q3build.speech.server import Server, free_port
 
 from ..conftest import REPO
 
@@ -21,3 +25,35 @@ def host_work(tmp_path_factory):
     finally:
         mp.undo()
     return work
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, host_work):
+    """The host build (root/work/stage/host/bin/...) with the three tiny variants converted once for the
+    speech modules: root/custom_voice, root/base, root/voice_design (f32)."""
+    root = tmp_path_factory.mktemp("speech")
+    (root / "work").symlink_to(host_work)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
+    try:
+        for variant in ("custom_voice", "base", "voice_design"):
+            out = root / f"hf-{variant}"
+            assert cli.main(["--project", str(REPO), "model", "tiny", "--variant", variant, "--out", str(out)]) == 0
+            assert cli.main(["--project", str(REPO), "model", "convert", str(out), "--out", str(root / variant)]) == 0
+    finally:
+        mp.undo()
+    return root
+
+
+def start_speech_server(built, name, model, *extra) -> Server:
+    """The built llama-server with one of `built`'s models on 127.0.0.1, healthy; the caller stops it."""
+    port = free_port()
+    argv = speech_argv.llama_server(built / "work" / "stage" / "host" / "bin" / "llama-server", built / model,
+                                    port=port, threads=2, extra=extra)
+    server = Server(argv, os.environ, built / f"{name}.log", port)
+    server.__enter__()
+    why = server.wait_healthy(60)
+    if why:
+        server.__exit__(None, None, None)
+        raise RuntimeError(why)
+    return server

@@ -22,9 +22,9 @@ import requests
 import soundfile as sf
 
 from q3build import cli
-from q3build.speech.server import Server, free_port
 
 from ..conftest import REPO
+from .conftest import start_speech_server
 
 pytestmark = pytest.mark.slow
 
@@ -36,33 +36,9 @@ def q3(*args):
     return cli.main(["--project", str(REPO), *args])
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, host_work):
-    root = tmp_path_factory.mktemp("hostile")
-    (root / "work").symlink_to(host_work)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
-    try:
-        for variant in ("custom_voice", "base", "voice_design"):
-            assert q3("model", "tiny", "--variant", variant, "--out", str(root / f"hf-{variant}")) == 0
-            assert q3("model", "convert", str(root / f"hf-{variant}"), "--out", str(root / variant)) == 0
-    finally:
-        mp.undo()
-    return root
-
-
 def start(built, name, model, *extra):
-    port = free_port()
-    argv = [str(built / "work" / "stage" / "host" / "bin" / "llama-server"), "-m", str(built / model / "talker.gguf"),
-            "--mmproj", str(built / model / "mmproj.gguf"), "--host", "127.0.0.1", "--port", str(port),
-            "-t", "2", "--tts-stream-timeout", str(STREAM_TIMEOUT), *extra]
-    server = Server(argv, os.environ, built / f"{name}.log", port)
-    server.__enter__()
-    why = server.wait_healthy(60)
-    if why:
-        server.__exit__(None, None, None)
-        raise RuntimeError(why)
-    return server
+    # the models are shared with the speech service module; logs and files here carry a "hostile-" prefix
+    return start_speech_server(built, f"hostile-{name}", model, "--tts-stream-timeout", str(STREAM_TIMEOUT), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -478,8 +454,8 @@ def test_instructions_are_bounded_in_characters_and_tokens(built):
 
 @pytest.fixture(scope="module")
 def voices(built):
-    d = built / "voices"
-    outside = built / "outside"
+    d = built / "hostile-voices"
+    outside = built / "hostile-outside"
     d.mkdir()
     outside.mkdir()
     (d / "alice.wav").write_bytes(wav_bytes(tone(48000)))
@@ -557,7 +533,7 @@ def test_hostile_recordings_are_refused_before_the_encoder(base, voices, built):
     for row in rows:
         print(f"  {row[0]:28s} {row[2]}  {row[3][:110]}")
     assert all(r[1] for r in rows), [r for r in rows if not r[1]]
-    log = (built / "base.log").read_text(errors="replace")
+    log = (built / "hostile-base.log").read_text(errors="replace")
     assert "GGML_ASSERT" not in log and "passwd" not in log
     # the canary: the same process clones with a good recording, also through a link inside the directory
     assert base.proc.poll() is None and base.proc.pid == pid
@@ -582,4 +558,4 @@ def test_a_rewritten_recording_is_encoded_again(base, voices, built):
     b = post(base, body)
     assert a.status_code == b.status_code == 200
     assert a.content != b.content
-    assert (built / "base.log").read_text(errors="replace").count("encoded voice 'bob'") == 2
+    assert (built / "hostile-base.log").read_text(errors="replace").count("encoded voice 'bob'") == 2

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,9 +18,9 @@ import requests
 import soundfile as sf
 
 from q3build import cli
-from q3build.speech.server import Server, free_port
 
 from ..conftest import REPO
+from .conftest import start_speech_server
 
 pytestmark = pytest.mark.slow
 
@@ -32,33 +31,8 @@ def q3(*args):
     return cli.main(["--project", str(REPO), *args])
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, host_work):
-    root = tmp_path_factory.mktemp("speech")
-    (root / "work").symlink_to(host_work)  # the shared host build: root/work/stage/host/bin/...
-    mp = pytest.MonkeyPatch()
-    mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
-    try:
-        for variant in ("custom_voice", "base", "voice_design"):
-            assert q3("model", "tiny", "--variant", variant, "--out", str(root / f"hf-{variant}")) == 0
-            assert q3("model", "convert", str(root / f"hf-{variant}"), "--out", str(root / variant)) == 0
-    finally:
-        mp.undo()
-    return root
-
-
 def start(built, name, model, *extra):
-    port = free_port()
-    argv = [str(built / "work" / "stage" / "host" / "bin" / "llama-server"), "-m", str(built / model / "talker.gguf"),
-            "--mmproj", str(built / model / "mmproj.gguf"), "--host", "127.0.0.1", "--port", str(port),
-            "-t", "2", *extra]
-    server = Server(argv, os.environ, built / f"{name}.log", port)
-    server.__enter__()
-    why = server.wait_healthy(60)
-    if why:
-        server.__exit__(None, None, None)
-        raise RuntimeError(why)
-    return server
+    return start_speech_server(built, name, model, *extra)
 
 
 @pytest.fixture(scope="module")
