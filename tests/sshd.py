@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
@@ -95,3 +97,13 @@ def stop(server: SshServer) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """An sshd for a test module, stopped after it."""
+    s = start(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield s
+    finally:
+        stop(s)

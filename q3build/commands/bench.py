@@ -132,11 +132,7 @@ def run(args, ctx) -> int:
                       reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib, repeat=args.repeat)
     doc = runs.run_bench(ctx.project, plan, ctx.env, target=args.target, log=lambda m: ui.info(f"▶ {m}"))
     doc["notes"] = list(args.note) + doc["notes"]
-    if args.out:
-        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    if args.json:
-        print_json(doc)
-    else:
+    if _emit(doc, args):
         for c in doc["configs"]:
             o = c["ours"]
             ref = c.get("reference") or {}
@@ -200,11 +196,7 @@ def _on_board(args, ctx) -> int:
                 doc["configs"].append({"quant": q, "threads": t, "server": server})
     finally:
         b.remove(deployed.scratch)
-    if args.out:
-        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    if args.json:
-        print_json(doc)
-    else:
+    if _emit(doc, args):
         for c in doc["configs"]:
             s, syn = c["server"], c["server"].get("synthesis") or {}
             if s.get("error"):
@@ -213,3 +205,12 @@ def _on_board(args, ctx) -> int:
             ui.info(f"{c['quant']:<5} {c['threads']} thr  RTF {syn.get('rtf') or float('nan'):.2f}  "
                     f"TTFA {s['ttfa_ms']:.0f} ms (warm {s['ttfa_warm_ms']:.0f} ms)  RSS {s['peak_rss_mib']} MiB")
     return 0
+
+
+def _emit(doc: dict, args) -> bool:
+    """Write the result document (--out) and print it (--json); True when the summary is still to print."""
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print_json(doc)
+    return not args.json

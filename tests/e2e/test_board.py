@@ -15,19 +15,11 @@ import pytest
 from q3build import cli
 from q3build.release import board as board_mod
 
-from .. import sshd
 from ..conftest import REPO
+from ..sshd import server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = sshd.start(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield s
-    finally:
-        sshd.stop(s)
 
 
 @pytest.fixture

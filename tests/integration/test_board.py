@@ -17,15 +17,7 @@ from q3build.release import board as board_mod
 
 from .. import sshd
 from ..conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = sshd.start(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield s
-    finally:
-        sshd.stop(s)
+from ..sshd import server  # noqa: F401  (fixture)
 
 
 @pytest.fixture
