@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from q3build.speech.server import free_port
+
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _keygen(path: Path) -> str:
@@ -60,7 +56,7 @@ def start(d: Path) -> SshServer:
     _keygen(d / "stranger_ed25519")            # a key the server does not know
     (d / "authorized_keys").write_text(client_pub + "\n")
     (d / "authorized_keys").chmod(0o600)
-    port = _free_port()
+    port = free_port()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_ed25519'}\nPidFile {d / 'sshd.pid'}\n"

@@ -26,7 +26,12 @@ from pathlib import Path
 from rich.table import Table
 
 from q3build import ui
-from q3build.commands._common import add_target, add_toolchain_options, print_json, resolve
+from q3build.commands._common import (
+    add_target,
+    add_toolchain_options,
+    print_json,
+    resolve,
+)
 from q3build.errors import CheckFailed, InputError
 from q3build.release import package
 from q3build.speech import argv as speech_argv
@@ -189,13 +194,7 @@ def run(args, ctx) -> int:
         ui.info(f"Starting llama-server for {plan.target_name}" + (f" under {prefix[0]}" if prefix else "")
                 + f" on 127.0.0.1:{port} (log {log_file})")
         with Server(argv, env, log_file, port) as server:
-            why = server.wait_healthy(settings.timeout)
-            if why is not None:
-                checks = [validate.Check("health", "failed", why)]
-                checks += [validate.Check(n, "skipped", "server not healthy") for n, _ in validate.CHECKS[1:]]
-            else:
-                with ui.step(f"Checking the speech service on {server.base}"):
-                    checks = validate.run_checks(server.base, settings)
+            checks = validate.check_server(server, settings)
         checks.append(_parity(ctx, args, plan, model, hf))
     if args.url:
         checks.append(validate.Check("parity", "skipped", "--url: parity needs the staged llama-tts and the checkpoint"))

@@ -124,13 +124,18 @@ class Board:
             raise BoardError(f"board {self.address}: mktemp -d gave {d!r}, not a scratch directory")
         return d
 
+    def stop_server(self, scratch: str) -> None:
+        """Stop the server started from ``scratch`` by the pid its shell wrote (none: nothing to stop)."""
+        self.run(["sh", "-c", 'if [ -f "$1/server.pid" ]; then kill "$(cat "$1/server.pid")" 2>/dev/null; fi; true',
+                  "sh", scratch], check=False, timeout=60)
+
     def remove(self, scratch: str) -> None:
-        """Stop the server started from ``scratch`` (by the pid it wrote) and delete the directory."""
+        """Stop the server started from ``scratch`` and delete the directory."""
         if SCRATCH_PREFIX not in scratch:
             raise ValueError(scratch)
-        script = 'if [ -f "$1/server.pid" ]; then kill "$(cat "$1/server.pid")" 2>/dev/null || true; fi; rm -rf "$1"'
         try:
-            self.run(["sh", "-c", script, "sh", scratch], check=False, timeout=60)
+            self.stop_server(scratch)
+            self.run(["rm", "-rf", scratch], check=False, timeout=60)
         except BoardError as e:
             ui.warn(f"{e}; {scratch} may be left on the board")
 
@@ -211,16 +216,10 @@ def validate(deployed: Deployed, settings, log_file: Path, *, max_frames: int) -
             f"127.0.0.1:{local}; log {log_file})")
     with Server(argv, deployed.board.env, log_file, local) as server:
         try:
-            why = server.wait_healthy(settings.timeout)
-            if why is not None:
-                checks = [checks_mod.Check("health", "failed", f"on {deployed.board.address}: {why}")]
-                return checks + [checks_mod.Check(n, "skipped", "server not healthy") for n, _ in checks_mod.CHECKS[1:]]
-            with ui.step(f"Checking the speech service on {deployed.board.address}"):
-                return checks_mod.run_checks(server.base, settings)
+            return checks_mod.check_server(server, settings, where=f"on {deployed.board.address}")
         finally:
             # stop the server on the board first: ssh then ends by itself
-            deployed.board.run(["sh", "-c", 'kill "$(cat "$1/server.pid")" 2>/dev/null || true', "sh",
-                                deployed.scratch], check=False, timeout=60)
+            deployed.board.stop_server(deployed.scratch)
 
 
 def _peak_rss_mib(deployed: Deployed) -> float | None:
@@ -237,7 +236,7 @@ def bench_config(deployed: Deployed, model: Path, job, threads: int, log_file: P
     serves the model with `threads`; cold TTFA (first streamed request), the service's own figures of a
     whole request (RTF, per-stage ms), warm TTFA, and the server's peak RSS read on the board."""
     from q3build.speech import argv as speech_argv
-    from q3build.speech.bench.runs import server_synthesis
+    from q3build.speech.bench.runs import ttfa_figures
     from q3build.speech.facts import model_files
     from q3build.speech.server import Server, free_port
 
@@ -255,18 +254,11 @@ def bench_config(deployed: Deployed, model: Path, job, threads: int, log_file: P
             why = server.wait_healthy(startup_timeout)
             if why:
                 return {"ttfa_ms": None, "error": f"on {deployed.board.address}: {why}"}
-            client = server.client(timeout=3600)
-            body = {"input": job.text, "voice": job.voice.speaker or "default", "response_format": "pcm",
-                    "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0,
-                    "instructions": job.voice.instruct}
             try:
-                result = client.time_stream(body, whole=False)
-                result["synthesis"] = server_synthesis(client, {**body, "stream_format": None})
-                result["ttfa_warm_ms"] = client.time_stream(body, whole=False)["ttfa_ms"]
+                result = ttfa_figures(server.client(timeout=3600), job)
             except RuntimeError as e:
                 return {"ttfa_ms": None, "error": str(e).splitlines()[0]}
             result["peak_rss_mib"] = _peak_rss_mib(deployed)
             return result
         finally:
-            deployed.board.run(["sh", "-c", 'kill "$(cat "$1/server.pid")" 2>/dev/null || true', "sh",
-                                deployed.scratch], check=False, timeout=60)
+            deployed.board.stop_server(deployed.scratch)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+from q3build import ui
 from q3build.speech.audio import Wav, parse_sse, parse_wav, rms
 from q3build.speech.facts import FRAME_RATE, SAMPLE_RATE
 from q3build.speech.server import SpeechClient
@@ -254,3 +255,15 @@ def run_checks(base: str, settings: Settings) -> list[Check]:
         if name == "voices" and c.status != "ok":
             run.voice = settings.voice      # try the speech routes anyway (default voice)
     return run.checks
+
+
+def check_server(server, settings: Settings, *, where: str | None = None) -> list[Check]:
+    """Every check against a server that was just started (`speech.server.Server`): it must become
+    healthy within the settings' timeout, else `health` fails and the rest are skipped. `where` names
+    the machine it runs on when that is not this one."""
+    why = server.wait_healthy(settings.timeout)
+    if why is not None:
+        return [Check("health", "failed", f"{where}: {why}" if where else why),
+                *(Check(n, "skipped", "server not healthy") for n, _ in CHECKS[1:])]
+    with ui.step(f"Checking the speech service {where or 'on ' + server.base}"):
+        return run_checks(server.base, settings)

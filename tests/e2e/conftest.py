@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -45,15 +46,14 @@ def built(tmp_path_factory, host_work):
     return root
 
 
-def start_speech_server(built, name, model, *extra) -> Server:
-    """The built llama-server with one of `built`'s models on 127.0.0.1, healthy; the caller stops it."""
+@contextlib.contextmanager
+def speech_server(built, name, model, *extra):
+    """The built llama-server with one of `built`'s models on 127.0.0.1, healthy; stopped on exit."""
     port = free_port()
     argv = speech_argv.llama_server(built / "work" / "stage" / "host" / "bin" / "llama-server", built / model,
                                     port=port, threads=2, extra=extra)
-    server = Server(argv, os.environ, built / f"{name}.log", port)
-    server.__enter__()
-    why = server.wait_healthy(60)
-    if why:
-        server.__exit__(None, None, None)
-        raise RuntimeError(why)
-    return server
+    with Server(argv, os.environ, built / f"{name}.log", port) as server:
+        why = server.wait_healthy(60)
+        if why:
+            raise RuntimeError(why)
+        yield server

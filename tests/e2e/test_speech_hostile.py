@@ -7,7 +7,6 @@ always stopped."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -19,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-import soundfile as sf
 
 from q3build import cli
 
 from ..conftest import REPO
-from .conftest import start_speech_server
+from ..wav import wav_bytes
+from .conftest import speech_server
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +37,13 @@ def q3(*args):
 
 def start(built, name, model, *extra):
     # the models are shared with the speech service module; logs and files here carry a "hostile-" prefix
-    return start_speech_server(built, f"hostile-{name}", model, "--tts-stream-timeout", str(STREAM_TIMEOUT), *extra)
+    return speech_server(built, f"hostile-{name}", model, "--tts-stream-timeout", str(STREAM_TIMEOUT), *extra)
 
 
 @pytest.fixture(scope="module")
 def cv(built):
-    s = start(built, "cv", "custom_voice", "--tts-slots", "2", "--tts-queue", "4")
-    try:
+    with start(built, "cv", "custom_voice", "--tts-slots", "2", "--tts-queue", "4") as s:
         yield s
-    finally:
-        s.__exit__(None, None, None)
 
 
 GOOD = {"model": "qwen3-tts", "input": "Hello.", "voice": "vivian", "max_frames": 4, "seed": 1}
@@ -90,15 +86,6 @@ def raw_status(resp: bytes) -> tuple[int, dict | None]:
         return status, json.loads(body)
     except ValueError:
         return status, None
-
-
-def wav_bytes(pcm, rate=24000, subtype="PCM_16", channels=1) -> bytes:
-    buf = io.BytesIO()
-    data = np.asarray(pcm, dtype=np.float32)
-    if channels > 1:
-        data = np.repeat(data[:, None], channels, axis=1)
-    sf.write(buf, data, rate, subtype=subtype, format="WAV")
-    return buf.getvalue()
 
 
 def tone(n, rate=24000):
@@ -427,8 +414,7 @@ def test_rss_after_200_mixed_requests_stays_near_the_warm_baseline(cv, built):
 # --- instructions (VoiceDesign takes them) --------------------------------------------------------
 
 def test_instructions_are_bounded_in_characters_and_tokens(built):
-    s = start(built, "vd", "voice_design")
-    try:
+    with start(built, "vd", "voice_design") as s:
         ok = post(s, {**GOOD, "voice": "default", "instructions": "A calm, deep voice."})
         too_many_chars = post(s, {**GOOD, "voice": "default", "instructions": "Speak slowly. " * 430})
         # within the character limit but many tokens per character
@@ -438,8 +424,6 @@ def test_instructions_are_bounded_in_characters_and_tokens(built):
             post(s, {**GOOD, "voice": "default", "instructions": "Speak slowly. " * 430})
         rss_after = _rss_kib(s.proc.pid)
         alive = requests.get(f"{s.base}/health", timeout=10).status_code
-    finally:
-        s.__exit__(None, None, None)
     assert ok.status_code == 200
     err = too_many_chars.json()["error"]
     assert too_many_chars.status_code == 400 and err["param"] == "instructions"
@@ -498,11 +482,8 @@ def voices(built):
 
 @pytest.fixture(scope="module")
 def base(built, voices):
-    s = start(built, "base", "base", "--tts-voices-dir", str(voices[0]))
-    try:
+    with start(built, "base", "base", "--tts-voices-dir", str(voices[0])) as s:
         yield s
-    finally:
-        s.__exit__(None, None, None)
 
 
 def test_hostile_recordings_are_refused_before_the_encoder(base, voices, built):

@@ -20,7 +20,7 @@ import soundfile as sf
 from q3build import cli
 
 from ..conftest import REPO
-from .conftest import start_speech_server
+from .conftest import speech_server
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +31,10 @@ def q3(*args):
     return cli.main(["--project", str(REPO), *args])
 
 
-def start(built, name, model, *extra):
-    return start_speech_server(built, name, model, *extra)
-
-
 @pytest.fixture(scope="module")
 def server(built):
-    s = start(built, "custom_voice", "custom_voice", "--tts-slots", "2", "--tts-queue", "16")
-    try:
+    with speech_server(built, "custom_voice", "custom_voice", "--tts-slots", "2", "--tts-queue", "16") as s:
         yield s
-    finally:
-        s.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -323,11 +316,8 @@ def base_server(built):
     sf.write(voices / "alice.wav", (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)))
              .astype(np.float32), 24000)
     (voices / "notes.txt").write_text("not a voice")
-    s = start(built, "base", "base", "--tts-voices-dir", str(voices))
-    try:
+    with speech_server(built, "base", "base", "--tts-voices-dir", str(voices)) as s:
         yield s
-    finally:
-        s.__exit__(None, None, None)
 
 
 def test_cloned_voice_is_listed_used_and_encoded_once(base_server, built):
@@ -356,8 +346,7 @@ def test_base_model_refuses_instructions(base_server):
 
 
 def test_voice_design_follows_instructions(built):
-    s = start(built, "voice_design", "voice_design")
-    try:
+    with speech_server(built, "voice_design", "voice_design") as s:
         client = openai.OpenAI(base_url=f"{s.base}/v1", api_key="unused", max_retries=0, timeout=120)
         extra = {"seed": 2, "max_frames": FRAMES}
         calm = client.audio.speech.create(model="qwen3-tts", voice="default", input="Good evening.",
@@ -367,8 +356,6 @@ def test_voice_design_follows_instructions(built):
         bright = client.audio.speech.create(model="qwen3-tts", voice="default", input="Good evening.",
                                             instructions="A bright, cheerful child.", extra_body=extra)
         voices = requests.get(f"{s.base}/v1/audio/voices", timeout=10).json()
-    finally:
-        s.__exit__(None, None, None)
     assert calm.content[:4] == b"RIFF" and calm.content == again.content
     assert calm.content != bright.content  # the instruction is part of the prompt
     assert voices["voices"] == [] and voices["model"].startswith("qwen3-tts voice_design")
@@ -377,8 +364,8 @@ def test_voice_design_follows_instructions(built):
 def test_stream_equals_the_whole_file_without_post_processing(built):
     """With trim and normalisation off, the chunked stream carries exactly the samples of the whole
     response, across a codec window boundary (72 frames) and a segment boundary."""
-    s = start(built, "raw", "custom_voice", "--no-tts-trim", "--no-tts-normalize", "--tts-segment-chars", "24")
-    try:
+    with speech_server(built, "raw", "custom_voice", "--no-tts-trim", "--no-tts-normalize",
+                       "--tts-segment-chars", "24") as s:
         body = {"input": "First sentence here. 第二句话在这里。", "voice": "vivian", "seed": 4, "max_frames": 80,
                 "response_format": "pcm"}
         whole = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=300)
@@ -386,8 +373,6 @@ def test_stream_equals_the_whole_file_without_post_processing(built):
         with requests.post(f"{s.base}/v1/audio/speech", json={**body, "stream_format": "audio"}, stream=True,
                            timeout=300) as r:
             chunks = [c for c in r.iter_content(chunk_size=None) if c]
-    finally:
-        s.__exit__(None, None, None)
     assert whole.status_code == 200 and whole.headers["x-speech-postprocess"] == "none"
     assert int(whole.headers["x-speech-segments"]) == 2
     assert int(whole.headers["x-speech-frames"]) > 72  # the first segment crosses a window

@@ -14,8 +14,8 @@ import pytest
 
 from q3build import cli
 from q3build.release import board as board_mod
+from q3build.speech.server import free_port
 
-from .. import sshd
 from ..conftest import REPO
 from ..sshd import server  # noqa: F401  (fixture)
 
@@ -65,7 +65,7 @@ def test_host_alias_from_the_ssh_config_is_honoured(server, ssh_env):
 
 
 def test_unreachable_board_is_one_line(server, ssh_env, capsys):
-    port = sshd._free_port()        # nobody listens there
+    port = free_port()        # nobody listens there
     before = _scratch_dirs()
     rc, err = q3(capsys, "validate", "--target", "host", "--board", f"ssh://127.0.0.1:{port}")
     assert rc == 7

@@ -31,19 +31,21 @@ printf '%s' "$Q3_WEIRD" > "$ENV_OUT"
 """
 
 
-@pytest.fixture
-def launcher(proj, tmp_path):
-    (proj.root / "recipes" / "launch.yaml").write_text(RECIPE)
-    plan = plan_mod.resolve(_project(proj), "launch", dict(os.environ))
+def stage_launcher(proj, tmp_path, name: str, recipe: str, server: str):
+    """The launcher rendered from `recipe`, staged beside a stand-in llama-server script."""
+    (proj.root / "recipes" / f"{name}.yaml").write_text(recipe)
+    plan = plan_mod.resolve(_project(proj), name, dict(os.environ))
     bindir = tmp_path / "stage" / "bin"
     bindir.mkdir(parents=True)
-    script = bindir / "q3tts-serve"
-    script.write_text(plan.file("launcher").content)
-    script.chmod(0o755)
-    server = bindir / "llama-server"
-    server.write_text(FAKE_SERVER)
-    server.chmod(0o755)
-    return script, tmp_path
+    for path, text in ((bindir / "q3tts-serve", plan.file("launcher").content), (bindir / "llama-server", server)):
+        path.write_text(text)
+        path.chmod(0o755)
+    return bindir / "q3tts-serve"
+
+
+@pytest.fixture
+def launcher(proj, tmp_path):
+    return stage_launcher(proj, tmp_path, "launch", RECIPE, FAKE_SERVER), tmp_path
 
 
 def _project(proj):
@@ -130,15 +132,7 @@ printf '%s\\n' "$@" > "$ARGS_OUT"
 
 @pytest.fixture
 def ai_launcher(proj, tmp_path):
-    (proj.root / "recipes" / "k3like.yaml").write_text(AI_RECIPE)
-    plan = plan_mod.resolve(_project(proj), "k3like", dict(os.environ))
-    bindir = tmp_path / "stage" / "bin"
-    bindir.mkdir(parents=True)
-    script = bindir / "q3tts-serve"
-    script.write_text(plan.file("launcher").content)
-    script.chmod(0o755)
-    (bindir / "llama-server").write_text(PID_SERVER)
-    (bindir / "llama-server").chmod(0o755)
+    script = stage_launcher(proj, tmp_path, "k3like", AI_RECIPE, PID_SERVER)
     make_models(str(tmp_path / "m"))
     return script, tmp_path
 

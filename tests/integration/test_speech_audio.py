@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ..wav import wav_bytes
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_DIR = ROOT / "patches" / "overlay" / "tools" / "server"
 SHIM = Path(__file__).with_name("speech_audio_shim.cpp")
@@ -684,15 +686,6 @@ def test_flac_sample_rates(sa, rate):
 # ---------------------------------------------------------------- reference recordings
 
 
-def wav_file(pcm, rate=SR, subtype="PCM_16", channels=1) -> bytes:
-    buf = io.BytesIO()
-    data = np.asarray(pcm, dtype=np.float32)
-    if channels > 1:
-        data = np.repeat(data[:, None], channels, axis=1)
-    sf.write(buf, data, rate, subtype=subtype, format="WAV")
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize(
     ("rate", "subtype", "channels"),
     [(24000, "PCM_16", 1), (16000, "PCM_24", 2), (48000, "PCM_32", 1), (44100, "FLOAT", 1), (22050, "DOUBLE", 2),
@@ -700,11 +693,11 @@ def wav_file(pcm, rate=SR, subtype="PCM_16", channels=1) -> bytes:
 )
 def test_reference_wav_in_every_pcm_and_float_layout_is_usable(sa, rate, subtype, channels):
     one_second = 0.25 * np.sin(2 * np.pi * 200 * np.arange(rate) / rate)
-    assert sa.check_reference_wav(wav_file(one_second, rate, subtype, channels)) == ""
+    assert sa.check_reference_wav(wav_bytes(one_second, rate, subtype, channels)) == ""
 
 
 def test_reference_wav_with_extra_chunks_and_an_open_data_size_is_usable(sa):
-    wav = wav_file(sine(200, 1.0))
+    wav = wav_bytes(sine(200, 1.0))
     extra = b"LIST" + struct.pack("<I", 5) + b"abcde" + b"\0"  # odd size: padded
     wav = wav[:12] + extra + wav[12:]
     at = wav.index(b"data")
@@ -714,17 +707,17 @@ def test_reference_wav_with_extra_chunks_and_an_open_data_size_is_usable(sa):
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
-        (lambda: wav_file(sine(200, 1 / SR)), "(1 samples)"),
-        (lambda: wav_file(sine(200, 1000 / SR)), "(1000 samples), a voice needs at least 0.5 s"),
-        (lambda: wav_file(sine(200, 0.49)), "a voice needs at least 0.5 s"),
-        (lambda: wav_file(sine(200, 61.0)), "at most 60 s"),
-        (lambda: wav_file(sine(200, 1.0), rate=4000), "sample rate is 4000 Hz"),
-        (lambda: wav_file(sine(200, 1.0), channels=3), "3 channels"),
-        (lambda: wav_file(np.zeros(SR)), "digital silence"),
+        (lambda: wav_bytes(sine(200, 1 / SR)), "(1 samples)"),
+        (lambda: wav_bytes(sine(200, 1000 / SR)), "(1000 samples), a voice needs at least 0.5 s"),
+        (lambda: wav_bytes(sine(200, 0.49)), "a voice needs at least 0.5 s"),
+        (lambda: wav_bytes(sine(200, 61.0)), "at most 60 s"),
+        (lambda: wav_bytes(sine(200, 1.0), rate=4000), "sample rate is 4000 Hz"),
+        (lambda: wav_bytes(sine(200, 1.0), channels=3), "3 channels"),
+        (lambda: wav_bytes(np.zeros(SR)), "digital silence"),
         (lambda: b"", "not a RIFF/WAVE file"),
         (lambda: b"RIFF\0\0\0\0WAVE", "no fmt chunk"),
-        (lambda: wav_file(sine(200, 1.0))[:36], "no data chunk"),
-        (lambda: wav_file(sine(200, 1.0))[:30], "fmt chunk is truncated"),
+        (lambda: wav_bytes(sine(200, 1.0))[:36], "no data chunk"),
+        (lambda: wav_bytes(sine(200, 1.0))[:30], "fmt chunk is truncated"),
     ],
 )
 def test_reference_wav_faults_are_named(sa, make, fragment):
@@ -734,14 +727,14 @@ def test_reference_wav_faults_are_named(sa, make, fragment):
 def test_reference_wav_with_a_non_finite_sample_is_refused(sa):
     x = sine(200, 1.0)
     x[1234] = np.nan
-    wav = wav_file(x, subtype="FLOAT")
+    wav = wav_bytes(x, subtype="FLOAT")
     assert sa.check_reference_wav(wav) == "sample 1234 is not a finite number"
     x[1234] = np.inf
-    assert "not a finite number" in sa.check_reference_wav(wav_file(x, subtype="DOUBLE"))
+    assert "not a finite number" in sa.check_reference_wav(wav_bytes(x, subtype="DOUBLE"))
 
 
 def test_reference_wav_reader_survives_random_corruption(sa):
-    good = wav_file(sine(200, 1.0))
+    good = wav_bytes(sine(200, 1.0))
     rng = np.random.default_rng(3)
     for _ in range(300):
         data = bytearray(good[: rng.integers(0, 200)] if rng.random() < 0.3 else good)

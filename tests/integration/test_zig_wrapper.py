@@ -7,7 +7,6 @@ import subprocess
 import pytest
 
 from q3build.core import plan as plan_mod
-from q3build.toolchains import resolve as toolchains
 from q3build.toolchains import zig as zig_kind
 
 from ..unit.helpers import make_project

@@ -117,6 +117,24 @@ def server_synthesis(client: SpeechClient, body: Mapping) -> dict:
     return parse_server_headers(r.headers) or {"error": "no X-Speech-* figures in the response"}
 
 
+def ttfa_figures(client: SpeechClient, job: Job, *, voice: str | None = None, whole: bool = False,
+                 synthesis: bool = True) -> dict:
+    """One streamed request timed to its first audio (the whole body with `whole`). Otherwise, with
+    `synthesis`, then a non-streamed one for the service's own figures (after it the one slot is free
+    again) and the streamed one once more: cold and warm time to first audio. RuntimeError from a
+    request that fails."""
+    body = {"input": job.text, "voice": voice or job.voice.speaker or "default", "response_format": "pcm",
+            "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0,
+            "instructions": job.voice.instruct}
+    if whole:
+        return client.time_stream(body, whole=True)
+    result = client.time_stream(body, whole=False)
+    if synthesis:
+        result["synthesis"] = server_synthesis(client, {**body, "stream_format": None})
+        result["ttfa_warm_ms"] = client.time_stream(body, whole=False)["ttfa_ms"]
+    return result
+
+
 def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, env: Mapping[str, str], *,
                  voice: str | None = None, startup_timeout: float = 600, log_path: Path | None = None,
                  whole: bool = False, synthesis: bool = True) -> dict:
@@ -134,21 +152,9 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
             why = server.wait_healthy(startup_timeout)
             if why:
                 raise BenchError(why)
-            client = server.client(timeout=1800)
-            body = {"input": job.text, "voice": voice or job.voice.speaker or "default", "response_format": "pcm",
-                    "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0,
-                    "instructions": job.voice.instruct}
             try:
-                if whole:
-                    result = client.time_stream(body, whole=True)
-                else:
-                    # the first request after start-up, then (after the whole synthesis, so the one slot is
-                    # free again) the same request once more: cold and warm time to first audio
-                    result = client.time_stream(body, whole=False)
-                    if synthesis:
-                        result["synthesis"] = server_synthesis(client, {**body, "stream_format": None})
-                        warm = client.time_stream(body, whole=False)
-                        result["ttfa_warm_ms"] = warm["ttfa_ms"]
+                result = ttfa_figures(server.client(timeout=1800), job, voice=voice, whole=whole,
+                                      synthesis=synthesis)
             except RuntimeError as e:
                 raise BenchError(str(e)) from None
             result["peak_rss_mib"] = server.peak_rss_mib()
