@@ -159,15 +159,13 @@ def _on_board(args, ctx) -> int:
     launcher at each thread count (the board's CPU count for 'all')."""
     from q3build.commands._common import resolve
     from q3build.release import board as board_mod
-    from q3build.release import package
     from q3build.speech import argv as speech_argv
     from q3build.speech.bench import runs
     from q3build.speech.model import convert
 
     address = board_mod.parse(args.board)
     plan, _pin, series = resolve(args, ctx)
-    b = board_mod.Board(address, ctx.env)
-    machine = board_mod.check_machine(b, plan.arch, plan.target_name)
+    b, machine, archive = board_mod.checked_with_archive(address, ctx.project, plan, series, ctx.env)
     cpus = int(b.run(["getconf", "_NPROCESSORS_ONLN"]).stdout.strip() or 1)
     hf = Path(args.model).resolve()
     config = convert.check_checkpoint(hf)
@@ -177,8 +175,6 @@ def _on_board(args, ctx) -> int:
     quants, threads = parse_quants(args.quant), parse_threads(args.threads, cpus)
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     models = {q: runs.ensure_converted(ctx.project, hf, gguf_root / q, q, ctx.env, "host") for q in quants}
-    with ui.step(f"Packaging {plan.target_name}"):
-        archive = Path(package.build(ctx.project, plan, series, ctx.env, ctx.project.work / "dist")["archive"])
     logs = ctx.project.work / "bench" / "board" / address.slug
     deployed = board_mod.deploy(b, plan, archive, None, machine)
     doc: dict = {"schema": runs.SCHEMA, "checkpoint": str(hf), "shape": runs.shape_name(config),

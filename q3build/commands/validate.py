@@ -130,12 +130,9 @@ def _on_board(ctx, args, settings, record: dict) -> tuple[list, Path]:
 
     address = board_mod.parse(args.board)
     plan, _pin, series = resolve(args, ctx)
-    b = board_mod.Board(address, ctx.env)
-    machine = board_mod.check_machine(b, plan.arch, plan.target_name)
+    b, machine, archive = board_mod.checked_with_archive(address, ctx.project, plan, series, ctx.env)
     settings.timeout = args.timeout or 300.0
     model, _hf = _model(ctx, args, plan)
-    with ui.step(f"Packaging {plan.target_name}"):
-        archive = Path(package.build(ctx.project, plan, series, ctx.env, ctx.project.work / "dist")["archive"])
     out = args.out or package.validation_path(ctx.project, plan.target_name).parent / "board" / address.slug \
         / "validation.json"
     log_file = out.parent / "server.log"

@@ -163,6 +163,18 @@ def check_machine(board: Board, arch: str, target: str) -> str:
     return machine
 
 
+def checked_with_archive(address: Address, project, plan, series, env: Mapping[str, str]) -> tuple[Board, str, Path]:
+    """The board, checked to be the plan's architecture before anything else is done, its machine name,
+    and the plan's release archive (packaged here) to copy there."""
+    from q3build.release import package
+
+    board = Board(address, env)
+    machine = check_machine(board, plan.arch, plan.target_name)
+    with ui.step(f"Packaging {plan.target_name}"):
+        archive = Path(package.build(project, plan, series, env, project.work / "dist")["archive"])
+    return board, machine, archive
+
+
 @dataclass
 class Deployed:
     """The archive unpacked on the board: where, and how to start its server through a forward."""
