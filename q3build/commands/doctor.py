@@ -13,6 +13,7 @@ from q3build.commands._common import add_toolchain_options, options, print_json
 from q3build.core import plan as plan_mod
 from q3build.core import recipe
 from q3build.errors import ToolMissingError
+from q3build.toolchains import libraries
 from q3build.toolchains import resolve as toolchains
 
 NAME = "doctor"
@@ -54,6 +55,14 @@ def run(args, ctx) -> int:
             report.append(row)
             if path is None and required:
                 missing_required.append(row)
+        # optional libraries (the speech service's mp3 and opus encoders): without them the build
+        # leaves those formats out, so they are never required
+        for lib in libraries.find(target):
+            what = ", ".join((*lib.library.headers, *(f"lib{n}.a" for n in lib.library.libs)))
+            report.append({"target": name, "tool": f"{lib.name} ({what})",
+                           "purpose": f"{lib.library.purpose}; {lib.describe()}",
+                           "found": lib.files[0] if lib.found else None, "required": False,
+                           "apt": " ".join(lib.library.apt) or None, "pip": None, "fetch": None})
     if args.json:
         print_json({"ok": not missing_required, "tools": report})
     else:

@@ -60,6 +60,8 @@ def show(plan) -> None:
         t.add_row(f"  -D{k}", render.cmake_value(v))
     if plan.cmake_args:
         t.add_row("CMAKE_ARGS", " ".join(plan.cmake_args))
+    for lib in plan.libraries:
+        t.add_row(f"library {lib.name}", f"{lib.library.purpose}: {lib.describe()}")
     t.add_row("build", " ".join(plan.target.cmake.build_targets) + f" (-j{plan.jobs})")
     t.add_row("rendered", ", ".join(f.path for f in plan.files))
     t.add_row("artifacts", ", ".join(plan.artifacts))

@@ -29,6 +29,7 @@ from q3build.core.series import LoadedSeries
 from q3build.errors import RecipeError, ToolMissingError
 from q3build.project import Project
 from q3build.toolchains import KINDS, emulation, kind_of
+from q3build.toolchains import libraries as libraries_mod
 from q3build.toolchains import resolve as toolchains
 from q3build.toolchains.base import ResolvedToolchain, Settings
 from q3build.toolchains.zig import WRAPPER_DIR
@@ -85,6 +86,7 @@ class BuildPlan:
     cache_key: str = ""
     alias: str | None = None                      # the name asked for, when it was an alias
     alias_reason: str = ""                        # why the alias resolved to this target
+    libraries: tuple[libraries_mod.FoundLibrary, ...] = ()   # optional libraries: found here or left out
 
     def cmake_value(self, name: str) -> str | None:
         """The value CMake ends up with: a -D from CMAKE_ARGS or the command line wins over the
@@ -171,6 +173,7 @@ class BuildPlan:
             "toolchain": self.toolchain.to_record(),
             "emulator": emulation.argv(self) if self.target.emulator else None,
             "cmake": {**self.cmake_record(), "configure": self.configure_argv(), "build": self.build_argv()},
+            "libraries": [f.to_record() for f in self.libraries],
             "ccache": self.ccache,
             "jobs": self.jobs,
             "paths": {"src": str(self.src_dir), "build": str(self.build_dir), "stage": str(self.stage_dir),
@@ -297,6 +300,10 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
     cache_vars: dict[str, object] = {"CMAKE_BUILD_TYPE": target.cmake.build_type}
     if not target.cross:
         cache_vars.update(CMAKE_C_COMPILER=tc.cc, CMAKE_CXX_COMPILER=tc.cxx)
+    # optional libraries: ON where found (a cross target: in its sysroot only), else OFF; the recipe's
+    # own cmake.options and -D still win
+    found_libs = tuple(libraries_mod.find(target))
+    cache_vars.update(libraries_mod.cmake_switches(list(found_libs)))
     cache_vars.update(recipe_opts)
     cache_vars.update(managed)
     # the synced tree's git history is ours (patch commits), so build info comes from the pin
@@ -316,7 +323,8 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
     cache_vars["LLAMA_BUILD_DISTRIBUTION"] = plan.distribution
     files = render_files(project, plan)
     key = _cache_key(plan, files)
-    return dataclasses.replace(plan, files=files, cache_key=key, alias=alias, alias_reason=alias_reason)
+    return dataclasses.replace(plan, files=files, cache_key=key, alias=alias, alias_reason=alias_reason,
+                               libraries=found_libs)
 
 
 def context(plan: BuildPlan) -> dict:

@@ -113,6 +113,16 @@ class Runtime:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Library:
+    purpose: str = doc("what it gives the build, one line")
+    cmake: str = doc("CMake switch the plan sets: ON when every header and archive is found, OFF otherwise "
+                     "(the build leaves the feature out)")
+    headers: list[str] = doc("headers that must exist, relative to an include directory (e.g. lame/lame.h)")
+    libs: list[str] = doc("libraries whose static archive lib<name>.a must exist (e.g. mp3lame)")
+    apt: list[str] = doc("Debian -dev packages that provide them (for the host; doctor names them)", default=())
+
+
+@dataclass(frozen=True, kw_only=True)
 class Target:
     schema: int = doc("file format version")
     description: str = doc("one line shown by `q3build targets`")
@@ -130,6 +140,9 @@ class Target:
     cmake: CMake = doc("CMake configuration", default=CMake())
     emulator: Emulator | None = doc("how to run target binaries here (cross targets)", default=None)
     runtime: Runtime = doc("launcher and service defaults", default=Runtime())
+    libraries: dict[str, Library] = doc("optional libraries linked when found: for a native target in this "
+                                        "machine's standard directories, for a cross target only in its "
+                                        "sysroot (q3build.toolchains.libraries)", default=None)
 
     @property
     def cross(self) -> bool:
@@ -156,6 +169,14 @@ def _checks(t: Target, error) -> None:
         for name in (env or {}):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 error((section, "env", name), "not a valid environment variable name")
+    for name, lib in (t.libraries or {}).items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", lib.cmake):
+            error(("libraries", name, "cmake"), f"{lib.cmake!r} is not a CMake switch name (upper case)")
+        if not lib.headers or not lib.libs:
+            error(("libraries", name), "needs at least one header and one lib")
+        for i, n in enumerate(lib.libs):
+            if not re.fullmatch(r"[A-Za-z0-9_+.-]+", n) or n.startswith("lib"):
+                error(("libraries", name, "libs", i), f"{n!r}: expected a library name without lib/.a (e.g. mp3lame)")
     if not t.cmake.build_targets:
         error(("cmake", "build_targets"), "at least one target is required")
     for i, alias in enumerate(t.aliases):

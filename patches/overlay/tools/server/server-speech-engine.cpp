@@ -147,6 +147,20 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     if (!cparams.tts_speaker.empty() && !find_voice(cparams.tts_speaker, v)) {
         SPE_WRN("the default voice '%s' (--tts-speaker) is not a voice of this server\n", cparams.tts_speaker.c_str());
     }
+    // a client name that would speak with no voice is a configuration error: the server does not start
+    for (const auto & [name, voice] : cparams.tts_voice_aliases) {
+        if (!find_voice(voice, v)) {
+            std::string names;
+            for (const auto & x : voices()) {
+                names += (names.empty() ? "" : ", ") + x.id;
+            }
+            fatal = "--tts-voice-alias " + name + "=" + voice + ": '" + voice + "' is not a voice of this server (" +
+                    (names.empty() ? std::string("it has none") : "it has: " + names) + ")";
+            ready = false;
+            return false;
+        }
+        alias_map[lower(name)] = voice;
+    }
     SPE_INF("enabled: %s, %d slot(s) of %d tokens, %zu built-in speaker(s), %s, %zu language(s)\n",
             describe().c_str(), n_slots, n_ctx, speakers.size(), cloning ? "voice cloning" : "no voice cloning",
             langs.size());
@@ -400,6 +414,39 @@ bool speech_engine::find_voice(const std::string & id, speech_voice & out) {
     return false;
 }
 
+bool speech_engine::alias_of(const std::string & name, std::string & voice) const {
+    const auto it = alias_map.find(lower(name));
+    if (it == alias_map.end()) {
+        return false;
+    }
+    voice = it->second;
+    return true;
+}
+
+speech_engine::occupancy_info speech_engine::occupancy() {
+    std::lock_guard<std::mutex> lock(mtx);
+    occupancy_info o;
+    o.slots   = (int) slots.size();
+    o.busy    = (int) (slots.size() - free_slots.size());
+    o.waiting = n_waiting;
+    return o;
+}
+
+std::vector<speech_engine::slot_state> speech_engine::slot_states() {
+    std::lock_guard<std::mutex> lock(mtx);
+    std::vector<slot_state> out;
+    for (const auto & sl : slots) {
+        slot_state st;
+        st.id         = sl->id;
+        st.busy       = std::find(free_slots.begin(), free_slots.end(), sl.get()) == free_slots.end();
+        st.n_frames   = sl->n_frames.load();
+        st.t_start_us = sl->t_start_us.load();
+        st.n_requests = sl->n_requests.load();
+        out.push_back(st);
+    }
+    return out;
+}
+
 std::unique_ptr<speech_slot_lease> speech_engine::acquire(const std::function<bool()> & should_stop, bool & busy) {
     busy = false;
     std::unique_lock<std::mutex> lock(mtx);
@@ -419,6 +466,9 @@ std::unique_ptr<speech_slot_lease> speech_engine::acquire(const std::function<bo
     n_waiting--;
     speech_slot * slot = free_slots.back();
     free_slots.pop_back();
+    slot->n_frames   = 0;
+    slot->t_start_us = ggml_time_us();
+    slot->n_requests++;
     return std::make_unique<speech_slot_lease>(*this, slot);
 }
 

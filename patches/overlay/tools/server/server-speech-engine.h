@@ -10,7 +10,9 @@
 #include "llama.h"
 #include "mtmd.h"
 #include "mtmd-helper.h"
+#include "server-speech-metrics.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -55,6 +57,11 @@ struct speech_slot {
     llama_context * lctx = nullptr;
     mtmd_context  * mctx = nullptr; // the engine's, shared
     std::unique_ptr<mtmd_helper::gen_audio> gen;
+
+    // what /slots shows: the request on the slot (frames so far, when it started) and how many it served
+    std::atomic<int>     n_frames{0};
+    std::atomic<int64_t> t_start_us{0};
+    std::atomic<int64_t> n_requests{0};
 
     ~speech_slot();
 };
@@ -119,11 +126,16 @@ public:
     // reason logged) otherwise, and the server keeps serving without speech
     bool load(const common_params & params, const llama_model * model);
     bool loaded() const { return ready; }
+    // why the server must not start (an alias to an unknown voice); empty when fine
+    const std::string & startup_error() const { return fatal; }
 
     // built-in speakers of the model, then the recordings in the voices directory (if it can clone),
     // usable ones and those with a reason; files whose real path leaves the directory are skipped
     std::vector<speech_voice> voices();
     bool find_voice(const std::string & id, speech_voice & out);
+    // --tts-voice-alias: the voice a client's name stands for (names compare case-insensitively)
+    bool alias_of(const std::string & name, std::string & voice) const;
+    const std::map<std::string, std::string> & aliases() const { return alias_map; }
     // --tts-speaker, else the first built-in speaker (CustomVoice needs one), else none
     std::string default_voice() const;
 
@@ -150,6 +162,13 @@ public:
     // held for every compute of a slot (prompt, a frame, a decode, a speaker encode)
     std::unique_lock<std::mutex> compute_lock() { return std::unique_lock<std::mutex>(compute_mtx); }
 
+    // operations: /metrics and /slots
+    speech_metrics metrics;
+    struct occupancy_info { int slots = 0, busy = 0, waiting = 0; };
+    occupancy_info occupancy();
+    struct slot_state { int id = 0; bool busy = false; int n_frames = 0; int64_t t_start_us = 0, n_requests = 0; };
+    std::vector<slot_state> slot_states();
+
     const common_params & params() const { return cparams; }
     const llama_model * model() const { return mdl; }
     int  sample_rate() const { return rate; }
@@ -172,6 +191,8 @@ private:
     common_params cparams;
     const llama_model * mdl = nullptr;
     bool ready   = false;
+    std::string fatal;
+    std::map<std::string, std::string> alias_map; // lower-case name -> voice
     bool cloning = false;
     int  rate    = 24000;
     int  n_ctx   = 0;

@@ -2,6 +2,7 @@
 
 #include "server-common.h"
 #include "server-speech-audio.h"
+#include "server-speech-codecs.h"
 #include "server-speech-engine.h"
 
 #include "base64.hpp"
@@ -73,7 +74,7 @@ constexpr size_t max_body_bytes_min = 64 * 1024;
 // bounds for the short text fields (characters); input and instructions have options
 constexpr size_t max_name_chars = 256;
 
-enum class audio_format { wav, pcm, flac };
+enum class audio_format { wav, pcm, flac, mp3, opus };
 enum class stream_mode  { none, audio, sse };
 
 struct speech_request {
@@ -90,8 +91,49 @@ const char * content_type_of(audio_format f) {
         case audio_format::wav:  return "audio/wav";
         case audio_format::pcm:  return "audio/pcm";
         case audio_format::flac: return "audio/flac";
+        case audio_format::mp3:  return "audio/mpeg";
+        case audio_format::opus: return "audio/ogg";   // Ogg Opus, as OpenAI's opus
     }
     return "application/octet-stream";
+}
+
+const char * name_of(audio_format f) {
+    switch (f) {
+        case audio_format::wav:  return "wav";
+        case audio_format::pcm:  return "pcm";
+        case audio_format::flac: return "flac";
+        case audio_format::mp3:  return "mp3";
+        case audio_format::opus: return "opus";
+    }
+    return "";
+}
+
+// the response formats this build serves (mp3 and opus only when their libraries were found at
+// build time), and those of them that stream
+std::vector<std::string> response_formats() {
+    std::vector<std::string> out = {"wav", "pcm", "flac"};
+    for (const auto & f : speech_codecs::compiled()) {
+        out.push_back(f);
+    }
+    return out;
+}
+
+std::vector<std::string> stream_formats() {
+    std::vector<std::string> out;
+    for (const auto & f : response_formats()) {
+        if (f != "flac") {
+            out.push_back(f);
+        }
+    }
+    return out;
+}
+
+std::string joined(const std::vector<std::string> & names, const char * last = ", ") {
+    std::string out;
+    for (size_t i = 0; i < names.size(); i++) {
+        out += (i == 0 ? "" : i + 1 == names.size() ? last : ", ") + names[i];
+    }
+    return out;
 }
 
 std::string header_value(const server_http_req & req, const std::string & name) {
@@ -230,12 +272,18 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
         engine.find_voice(engine.default_voice(), out.gen.voice);
         return true;
     }
-    if (!engine.find_voice(voice, out.gen.voice)) {
+    // --tts-voice-alias: a client's name (alloy, ...) for one of this server's voices
+    std::string target;
+    const bool aliased = engine.alias_of(voice, target);
+    if (!engine.find_voice(aliased ? target : voice, out.gen.voice)) {
         std::string names;
         for (const auto & v : engine.voices()) {
             if (v.reason.empty()) {
                 names += (names.empty() ? "" : ", ") + v.id;
             }
+        }
+        for (const auto & [name, v] : engine.aliases()) {
+            names += (names.empty() ? "" : ", ") + name;
         }
         return fail(err, "voice", "voice_not_found",
                     "unknown voice " + quote_value(voice) + "; this server has: " + (names.empty() ? "no voices (omit 'voice')" : names));
@@ -272,9 +320,18 @@ bool request_parser::parse_formats(speech_request & out, speech_error & err) {
     if      (fmt == "wav")  out.format = audio_format::wav;
     else if (fmt == "pcm")  out.format = audio_format::pcm;
     else if (fmt == "flac") out.format = audio_format::flac;
+    else if (fmt == "mp3")  out.format = audio_format::mp3;
+    else if (fmt == "opus") out.format = audio_format::opus;
     else {
         return fail(err, "response_format", "unsupported_response_format",
-                    "response_format " + quote_value(fmt) + " is not supported by this server; use one of: wav, pcm, flac");
+                    "response_format " + quote_value(fmt) + " is not supported by this server; use one of: " +
+                    joined(response_formats()));
+    }
+    if ((out.format == audio_format::mp3 || out.format == audio_format::opus) && !speech_codecs::available(fmt)) {
+        return fail(err, "response_format", "unsupported_response_format",
+                    "response_format '" + fmt + "' is not available: this llama-server was built without " +
+                    (fmt == "mp3" ? "LAME (libmp3lame)" : "libopus and libogg") + "; use one of: " +
+                    joined(response_formats()));
     }
     std::string stream;
     if (!opt_string("stream_format", stream, err)) {
@@ -290,7 +347,8 @@ bool request_parser::parse_formats(speech_request & out, speech_error & err) {
     // libsndfile refuses one left open; as OpenAI-compatible servers do, FLAC is whole files only
     if (out.stream != stream_mode::none && out.format == audio_format::flac) {
         return fail(err, "stream_format", "unsupported_stream_format",
-                    "response_format 'flac' cannot be streamed; stream wav or pcm, or omit stream_format for a whole FLAC file");
+                    "response_format 'flac' cannot be streamed; stream " + joined(stream_formats(), " or ") +
+                    ", or omit stream_format for a whole FLAC file");
     }
     double speed = 1.0;
     bool present = false;
@@ -394,7 +452,7 @@ private:
     void post_process(std::vector<float> & pcm, bool whole) const;
     bool next_chunk(std::string & out, speech_error & err);
     bool stream_chunk(server_http_res & res, std::string & out);
-    std::string encode_chunk(const std::vector<float> & pcm, bool final);
+    bool encode_chunk(const std::vector<float> & pcm, bool final, std::string & out, speech_error & err);
     std::string sse_event(const json & data) const { return "data: " + data.dump() + "\n\n"; }
     json done_event() const;
     void fill_headers(server_http_res & res, bool whole) const;
@@ -416,6 +474,7 @@ private:
     speech_stage_timings timings;
     std::unique_ptr<speech_audio::lowpass_filter> lowpass;
     std::unique_ptr<speech_audio::flac_encoder> flac;
+    std::unique_ptr<speech_codecs::encoder> codec; // mp3, opus
     bool header_sent = false;
     bool finished    = false;
     bool first_ready = false;                 // first chunk made before the status was sent
@@ -441,7 +500,13 @@ bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err)
     }
     // the codec decoder is cheapest on long runs of frames: a whole response decodes each segment
     // at its end, a stream every chunk
-    if (!seg->step(n, msg) || ((streaming() || seg->done()) && !seg->take_audio(pcm, msg))) {
+    const int frames_before = seg->frames();
+    const bool ok = seg->step(n, msg);
+    if (seg->frames() > frames_before) {
+        engine.metrics.frames(seg->frames() - frames_before);
+        lease->get().n_frames += seg->frames() - frames_before;
+    }
+    if (!ok || ((streaming() || seg->done()) && !seg->take_audio(pcm, msg))) {
         err = {500, "synthesis_failed", "", msg, "server_error"};
         return false;
     }
@@ -525,6 +590,7 @@ server_http_res_ptr speech_job::respond_whole() {
     while (!finished) {
         std::vector<float> pcm;
         if (!whole_segment(pcm, err)) {
+            engine.metrics.failed();
             return error_response(err);
         }
         post_process(pcm, true);
@@ -541,13 +607,23 @@ server_http_res_ptr speech_job::respond_whole() {
         case audio_format::wav:  res->data = speech_audio::encode_wav(all, engine.sample_rate()); break;
         case audio_format::pcm:  res->data = speech_audio::encode_pcm16(all);                      break;
         case audio_format::flac: res->data = speech_audio::encode_flac(all, engine.sample_rate()); break;
+        case audio_format::mp3:
+        case audio_format::opus: {
+            std::string msg;
+            if (!speech_codecs::encode_file(name_of(req.format), all, engine.sample_rate(), res->data, msg)) {
+                engine.metrics.failed();
+                return error_response({500, "encoding_failed", "", msg, "server_error"});
+            }
+        } break;
     }
+    engine.metrics.first_audio(wall_s()); // a whole response's first audio is all of it
+    engine.metrics.done(audio_s(), wall_s());
     fill_headers(*res, true);
     return res;
 }
 
-std::string speech_job::encode_chunk(const std::vector<float> & pcm, bool final) {
-    std::string out;
+bool speech_job::encode_chunk(const std::vector<float> & pcm, bool final, std::string & out, speech_error & err) {
+    out.clear();
     if (!header_sent) {
         header_sent = true;
         if (req.format == audio_format::wav) {
@@ -555,14 +631,27 @@ std::string speech_job::encode_chunk(const std::vector<float> & pcm, bool final)
         } else if (req.format == audio_format::flac) {
             flac = std::make_unique<speech_audio::flac_encoder>(engine.sample_rate());
             out  = flac->header();
+        } else if (req.format == audio_format::mp3 || req.format == audio_format::opus) {
+            std::string msg;
+            codec = speech_codecs::make_encoder(name_of(req.format), engine.sample_rate(), false, msg);
+            if (!codec) {
+                err = {500, "encoding_failed", "", msg, "server_error"};
+                return false;
+            }
         }
     }
     if (req.format == audio_format::flac) {
         out += flac->encode(pcm.data(), pcm.size(), final);
+    } else if (codec) {
+        out += codec->encode(pcm.data(), pcm.size(), final);
+        if (!codec->error.empty()) {
+            err = {500, "encoding_failed", "", codec->error, "server_error"};
+            return false;
+        }
     } else {
         out += speech_audio::encode_pcm16(pcm);
     }
-    return out;
+    return true;
 }
 
 json speech_job::done_event() const {
@@ -599,7 +688,13 @@ bool speech_job::next_chunk(std::string & out, speech_error & err) {
         pcm = speech_audio::time_stretch(pcm, engine.sample_rate(), req.speed);
     }
     n_samples += pcm.size();
-    const std::string bytes = encode_chunk(pcm, finished);
+    std::string bytes;
+    if (!encode_chunk(pcm, finished, bytes, err)) {
+        return false;
+    }
+    if (finished) {
+        engine.metrics.done(audio_s(), wall_s());
+    }
     if (req.stream == stream_mode::sse) {
         if (!bytes.empty()) {
             out = sse_event(json {{"type", "speech.audio.delta"}, {"audio", base64::encode(bytes)}});
@@ -629,6 +724,7 @@ bool speech_job::stream_chunk(server_http_res & res, std::string & out) {
         return false; // complete
     }
     LOG_ERR("speech: stream failed after %zu samples: %s\n", n_samples, err.message.c_str());
+    engine.metrics.failed();
     if (req.stream == stream_mode::sse) {
         out = sse_event(json {{"type", "speech.audio.error"}, {"error", {{"message", err.message}, {"type", err.type},
                                                                          {"param", nullptr}, {"code", err.code}}}});
@@ -644,8 +740,10 @@ server_http_res_ptr speech_job::respond_stream(std::shared_ptr<speech_job> self)
     // error status instead of a 200 with an empty body
     speech_error err;
     if (!next_chunk(first_chunk, err) && !err.code.empty()) {
+        engine.metrics.failed();
         return error_response(err);
     }
+    engine.metrics.first_audio(wall_s());
     first_ready = true;
     auto res = std::make_unique<server_http_res>();
     res->content_type = req.stream == stream_mode::sse ? "text/event-stream" : content_type_of(req.format);
@@ -729,6 +827,11 @@ server_http_res_ptr handle_voices(speech_engine & engine) {
         {"languages", engine.languages()},
         {"model",     engine.describe()},
         {"cloning",   engine.can_clone()},
+        // what this build serves: mp3 and opus only when LAME and libopus + libogg were found at build time
+        {"response_formats", response_formats()},
+        {"stream_formats",   stream_formats()},
+        {"encoders",         speech_codecs::versions()},
+        {"aliases",          engine.aliases()},   // --tts-voice-alias: client names and the voices they speak with
     }.dump();
     return res;
 }
@@ -795,8 +898,88 @@ void server_speech::prepare(common_params & params) const {
             params.mmproj.path.c_str(), params.n_ctx);
 }
 
-void server_speech::load(const common_params & params, const llama_model * model) {
+bool server_speech::load(const common_params & params, const llama_model * model) {
     engine->load(params, model);
+    if (!engine->startup_error().empty()) {
+        LOG_ERR("speech: %s\n", engine->startup_error().c_str());
+        return false;
+    }
+    return true;
+}
+
+void server_speech::route_to_children(server_http_context::handler_t proxy_post,
+                                      server_http_context::handler_t proxy_get) {
+    post_speech = [proxy_post](const server_http_req & req) {
+        return guarded([&] {
+            // the router picks the child by the body's "model": a body it cannot read is the speech
+            // service's 400, not the router's exception
+            const json body = json::parse_no_throw(req.body);
+            if (body.is_discarded() || !body.is_object()) {
+                return error_response({400, "invalid_json", "", "the request body is not a JSON object"});
+            }
+            if (!body.contains("model") || !body.at("model").is_string() || body.at("model").get<std::string>().empty()) {
+                return error_response({400, "missing_required_parameter", "model",
+                                       "'model' is required: this router serves speech from the model it names"});
+            }
+            return proxy_post(req);
+        });
+    };
+    get_voices = [proxy_get](const server_http_req & req) {
+        return guarded([&] {
+            if (req.get_param("model").empty()) {
+                return error_response({400, "missing_required_parameter", "model",
+                                       "'model' is required: ask GET /v1/audio/voices?model=NAME of this router"});
+            }
+            return proxy_get(req);
+        });
+    };
+}
+
+void server_speech::extend_routes(server_http_context::handler_t & get_metrics,
+                                  server_http_context::handler_t & get_slots) {
+    auto metrics = get_metrics;
+    get_metrics = [this, metrics](const server_http_req & req) {
+        auto res = metrics(req);
+        // only where llama-server answers /metrics itself (--metrics)
+        if (res && res->status == 200 && !res->is_stream() && engine->loaded()) {
+            const auto o = engine->occupancy();
+            res->data += engine->metrics.prometheus(o.slots, o.busy, o.waiting);
+        }
+        return res;
+    };
+    auto slots = get_slots;
+    get_slots = [this, slots](const server_http_req & req) {
+        auto res = slots(req);
+        if (!res || res->status != 200 || res->is_stream() || !engine->loaded()) {
+            return res;
+        }
+        json arr = json::parse_no_throw(res->data);
+        if (!arr.is_array()) {
+            return res;
+        }
+        // after the chat slots, with ids of their own
+        int64_t next_id = 0;
+        for (const auto & s : arr) {
+            if (s.is_object() && s.contains("id") && s.at("id").is_number_integer()) {
+                next_id = std::max<int64_t>(next_id, s.at("id").get<int64_t>() + 1);
+            }
+        }
+        const int64_t now = ggml_time_us();
+        for (const auto & st : engine->slot_states()) {
+            arr.push_back({
+                {"id",            next_id + st.id},
+                {"type",          "speech"},
+                {"speech_slot",   st.id},
+                {"is_processing", st.busy},
+                {"n_frames",      st.busy ? st.n_frames : 0},               // of the request on the slot
+                {"t_request_ms",  st.busy ? (now - st.t_start_us) / 1000 : 0}, // how long it has run
+                {"n_requests",    st.n_requests},
+                {"model",         engine->describe()},
+            });
+        }
+        res->data = arr.dump();
+        return res;
+    };
 }
 
 void server_speech_register(const server_http_context & ctx_http, server_speech & speech) {

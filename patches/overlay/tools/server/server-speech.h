@@ -23,8 +23,17 @@ struct server_speech {
     void prepare(common_params & params) const;
 
     // after the server loaded its model: enables speech when it is a Qwen3-TTS talker and --mmproj
-    // generates audio; otherwise the routes keep answering 501
-    void load(const common_params & params, const llama_model * model);
+    // generates audio; otherwise the routes keep answering 501. false (with the one-line reason logged)
+    // when the server must not start: a --tts-voice-alias naming no voice of this server
+    bool load(const common_params & params, const llama_model * model);
+
+    // router mode (no -m): the speech routes go to the child serving the request's "model" (for
+    // GET /v1/audio/voices the ?model= parameter), as the router's chat routes do
+    void route_to_children(server_http_context::handler_t proxy_post, server_http_context::handler_t proxy_get);
+
+    // a server with a model: /metrics (when --metrics is on) gains the speech counters and gauges,
+    // /slots the speech slots; call before the routes are registered
+    void extend_routes(server_http_context::handler_t & get_metrics, server_http_context::handler_t & get_slots);
 
     server_http_context::handler_t post_speech; // POST /v1/audio/speech
     server_http_context::handler_t get_voices;  // GET  /v1/audio/voices
