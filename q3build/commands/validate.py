@@ -8,7 +8,8 @@ project's converter, once per patch series. The server runs natively, or under t
 emulator for cross targets, bound to 127.0.0.1 on a free port, and is stopped afterwards.
 Checks: health, voices, speech-wav (RIFF/WAVE, 24 kHz, mono, 16 bit, duration within the
 max_frames bound, RMS above silence, X-Audio-Seconds), determinism (same seed → same bytes),
-speech-pcm (the same samples as the wav), speech-flac, speech-stream (SSE deltas then done),
+speech-pcm (the same samples as the wav), speech-flac, speech-mp3-opus (where the build serves them: decoded
+to the wav's length), speech-stream (SSE deltas then done),
 bad-request (4xx with an OpenAI error); then, when the official qwen-tts is installed, parity of
 the staged llama-tts with it on the same checkpoint (`q3build model parity`, first divergence named).
 Checks that cannot run here (upstream's server test suite, whose models come from Hugging Face)

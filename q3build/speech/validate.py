@@ -64,6 +64,7 @@ class Run:
     checks: list[Check] = field(default_factory=list)
     voice: str | None = None
     wav: Wav | None = None
+    formats: list | None = None       # response_formats the server lists (None: it does not say)
 
     def check(self, name: str, fn: Callable[[], str]) -> Check:
         c = Check(name)
@@ -126,7 +127,8 @@ def check_voices(run: Run) -> str:
     r = _ok(run.client.voices(), "GET /v1/audio/voices")
     try:
         voices = r.json()["voices"]
-    except (ValueError, KeyError, TypeError):
+        run.formats = r.json().get("response_formats")
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise Failed(f"GET /v1/audio/voices: expected {{\"voices\": [...]}}, got {r.text[:200]}") from None
     if not voices:
         raise Failed("GET /v1/audio/voices: no voices")
@@ -201,6 +203,41 @@ def check_flac(run: Run) -> str:
     return _audio_checks(data.tobytes(), "flac", run.settings)
 
 
+def check_compressed(run: Run) -> str:
+    """mp3 and Ogg Opus, where the build serves them (GET /v1/audio/voices lists response_formats):
+    each decodes (libsndfile) to 24 kHz mono of exactly the wav's length (LAME's Info tag, Opus
+    pre-skip and end trimming)."""
+    served = [f for f in ("mp3", "opus") if f in (run.formats or [])]
+    if not served:
+        listed = ", ".join(run.formats) if run.formats else "no response_formats listed"
+        return f"mp3 and opus not served by this build ({listed})"
+    try:
+        import soundfile
+    except ImportError:
+        soundfile = None
+    decodable = {"mp3": "MP3", "opus": "OGG"}
+    out = []
+    for fmt in served:
+        r = _ok(run.post(run.body(response_format=fmt)), fmt)
+        magic = b"OggS" if fmt == "opus" else None
+        if magic and r.content[:4] != magic:
+            raise Failed(f"{fmt}: body starts with {r.content[:4]!r}, not {magic!r}")
+        if soundfile is None or decodable[fmt] not in soundfile.available_formats():
+            out.append(f"{fmt} {len(r.content)} bytes (this libsndfile cannot decode it: not decoded)")
+            continue
+        try:
+            data, rate = soundfile.read(io.BytesIO(r.content), dtype="int16")
+        except RuntimeError as e:
+            raise Failed(f"{fmt}: does not decode: {e}") from None
+        if rate != SAMPLE_RATE or data.ndim != 1:
+            raise Failed(f"{fmt}: {rate} Hz, shape {data.shape}; expected {SAMPLE_RATE} Hz mono")
+        if run.wav is not None and len(data) != len(run.wav.data) // 2:
+            raise Failed(f"{fmt}: decodes to {len(data)} samples, the wav of the same seed has {len(run.wav.data) // 2}")
+        _audio_checks(data.tobytes(), fmt, run.settings)
+        out.append(f"{fmt} {len(r.content)} bytes" + (", the wav's length" if run.wav is not None else ""))
+    return "; ".join(out)
+
+
 def check_stream(run: Run) -> str:
     r = run.post(run.body(response_format="pcm", stream_format="sse"), stream=True)
     _ok(r, "sse")
@@ -239,6 +276,7 @@ CHECKS: tuple[tuple[str, Callable[[Run], str]], ...] = (
     ("determinism", check_determinism),
     ("speech-pcm", check_pcm),
     ("speech-flac", check_flac),
+    ("speech-mp3-opus", check_compressed),
     ("speech-stream", check_stream),
     ("bad-request", check_bad_request),
 )

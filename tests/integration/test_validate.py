@@ -44,7 +44,7 @@ def test_a_healthy_server_passes(proj, capsys, fake):
     assert rc == 0, err
     status = {c["name"]: c["status"] for c in record["checks"]}
     assert status == {"health": "ok", "voices": "ok", "speech-wav": "ok", "determinism": "ok", "speech-pcm": "ok",
-                      "speech-flac": "ok", "speech-stream": "ok", "bad-request": "ok",
+                      "speech-flac": "ok", "speech-mp3-opus": "ok", "speech-stream": "ok", "bad-request": "ok",
                       "parity": "skipped", "upstream-server-tests": "skipped"}
     assert record["ok"] is True
     skipped = {c["name"]: c["detail"] for c in record["checks"] if c["status"] == "skipped"}
