@@ -1,6 +1,8 @@
-"""The built llama-server carries our overlay: the speech routes exist and, with no speech model
-loaded, answer 501 with an OpenAI error that the official client parses. Uses the host build
-staged by `make` (built on demand)."""
+"""The built llama-server carries our overlay: the speech routes exist everywhere. A server whose model
+is no speech model (here the tiny talker without its --mmproj) answers 501 with an OpenAI error that
+the official client parses; a router (no -m) forwards them by `model` and, without one, answers a 400
+naming it (router mode serving two speech models: test_speech_serve.py). Uses the host build staged
+by `make` (built on demand)."""
 
 from __future__ import annotations
 
@@ -15,13 +17,27 @@ from q3build.speech.server import Server, free_port
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(host_work, tmp_path_factory):
-    work = host_work
+def start(argv, tmp_path_factory, name):
     port = free_port()
-    # no model: the server starts in router mode, our routes are registered regardless
-    argv = [str(work / "stage" / "host" / "bin" / "llama-server"), "--host", "127.0.0.1", "--port", str(port)]
-    with Server(argv, os.environ, tmp_path_factory.mktemp("route") / "server.log", port) as s:
+    server = Server([*argv, "--host", "127.0.0.1", "--port", str(port)], os.environ,
+                    tmp_path_factory.mktemp(name) / "server.log", port)
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(built, tmp_path_factory):
+    # a model, but no audio-generating mmproj: speech stays off
+    binary = built / "work" / "stage" / "host" / "bin" / "llama-server"
+    with start([str(binary), "-m", str(built / "custom_voice" / "talker.gguf"), "-c", "256"], tmp_path_factory,
+               "route") as s:
+        why = s.wait_healthy(60)
+        assert why is None, why
+        yield s.base
+
+
+@pytest.fixture(scope="module")
+def router(host_work, tmp_path_factory):
+    with start([str(host_work / "stage" / "host" / "bin" / "llama-server")], tmp_path_factory, "router") as s:
         why = s.wait_healthy(30)
         assert why is None, why
         yield s.base
@@ -47,7 +63,22 @@ def test_all_speech_routes_are_registered(server, method, path):
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
-def test_server_keeps_serving_after_errors(server):
-    for _ in range(3):
-        requests.post(f"{server}/v1/audio/speech", data="not json", timeout=5)
-    assert requests.get(f"{server}/health", timeout=5).json() == {"status": "ok"}
+@pytest.mark.parametrize("method,path", [("POST", "/v1/audio/speech"), ("POST", "/audio/speech"),
+                                         ("GET", "/v1/audio/voices"), ("GET", "/audio/voices")])
+def test_a_router_asks_which_model(router, method, path):
+    r = requests.request(method, f"{router}{path}", json={"input": "x"}, timeout=5)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["param"] == "model"
+
+
+def test_a_router_names_an_unknown_model(router):
+    r = requests.post(f"{router}/v1/audio/speech", json={"input": "x", "model": "qwen3-tts"}, timeout=5)
+    assert r.status_code == 400 and "model 'qwen3-tts' not found" in r.json()["error"]["message"]
+
+
+def test_servers_keep_serving_after_errors(server, router):
+    for base in (server, router):
+        for body in ("not json", "[1]", '{"model": 5}'):
+            requests.post(f"{base}/v1/audio/speech", data=body, timeout=5)
+        assert requests.get(f"{base}/health", timeout=5).json() == {"status": "ok"}
