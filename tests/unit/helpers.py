@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 from q3build.project import Project
+from q3build.toolchains import libraries
 from q3build.toolchains import resolve as toolchains
 from q3build.toolchains.resolve import ResolvedToolchain
 
@@ -59,5 +60,10 @@ def make_project(tmp_path: Path, monkeypatch, *, recipes=("host",)) -> Project:
         shutil.copy(src, root / "recipes" / f"{name}.yaml")
     monkeypatch.setattr(toolchains, "resolve", fake_toolchain)
     monkeypatch.setattr(toolchains, "find", fake_find)
+    # optional libraries (recipe `libraries:`): a native target looks in an empty stand-in for this
+    # machine's directories, so plans do not depend on which -dev packages are installed here
+    real_search = libraries.search_dirs
+    monkeypatch.setattr(libraries, "search_dirs", lambda target, root=None: real_search(
+        target, root if root is not None or target.cross else str(tmp_path / "machine")))
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin"}
     return Project.discover(env, project=str(root))
