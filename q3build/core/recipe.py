@@ -130,6 +130,8 @@ class Target:
     cmake: CMake = doc("CMake configuration", default=CMake())
     emulator: Emulator | None = doc("how to run target binaries here (cross targets)", default=None)
     runtime: Runtime = doc("launcher and service defaults", default=Runtime())
+    web_ui: bool = doc("build upstream's web UI from source (npm, Node.js) and embed it in llama-server, served "
+                       "at /; false leaves it out", default=True)
 
     @property
     def cross(self) -> bool:
