@@ -102,6 +102,10 @@ def run(args, ctx) -> int:
     for step in STEPS:
         if step.name in args.skip:
             ui.info(f"skipping {step}")
+            if step.name == "ui" and plan.web_ui and not (plan.build_dir / webui.DIST / "index.html").is_file():
+                ui.warn(f"target {plan.target_name} embeds the web UI (LLAMA_BUILD_UI=ON) and its build directory "
+                        "has none yet: upstream's ui-assets.cmake runs npm itself if one is on PATH, else the "
+                        "server gets no UI (a recipe leaves it out with web_ui: false)")
             continue
         step.execute(r)
     total = time.monotonic() - t0

@@ -4,6 +4,7 @@
 "use strict";
 
 const SAMPLE_RATE = 24000;   // Qwen3-TTS audio: 24 kHz mono, 16-bit PCM deltas
+const STAGE_ORDER = ["prompt", "talker", "code_predictor", "codec_decode"];
 const $ = (id) => document.getElementById(id);
 
 // what a test (or a curious user) can read: window.q3speech.state
@@ -126,7 +127,10 @@ function showDone(done, ttfaMs) {
   $("ttfa").textContent = fmt(ttfaMs, 0, " ms");
   const body = $("stages").tBodies[0];
   body.replaceChildren();
-  for (const [name, ms] of Object.entries(done.stages_ms || {})) {
+  // pipeline order; a stage the server adds later goes last
+  const rank = (k) => { const i = STAGE_ORDER.indexOf(k); return i < 0 ? STAGE_ORDER.length : i; };
+  const stages = Object.entries(done.stages_ms || {}).sort((a, b) => rank(a[0]) - rank(b[0]));
+  for (const [name, ms] of stages) {
     const tr = document.createElement("tr");
     const th = document.createElement("th");
     th.textContent = name.replace(/_/g, " ");
