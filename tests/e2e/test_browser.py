@@ -81,7 +81,11 @@ def _foreign_requests(d, base: str) -> list[str]:
 
 def _screenshot(d, tmp_path, name: str):
     out = tmp_path / name
+    height = d.execute_script("return document.documentElement.scrollHeight")
+    d.set_window_size(1280, max(900, height + 200))   # the whole page
+    time.sleep(0.3)
     d.save_screenshot(str(out))
+    d.set_window_size(1280, 900)
     assert out.stat().st_size > 10_000, f"{name}: a blank screenshot?"
     if UPDATE:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -145,12 +149,14 @@ def test_speech_page_speaks_and_plays(server, browser, tmp_path):
 def test_speech_page_shows_the_routes_error_message(server, browser):
     browser.get(server.base + "/speech")
     _wait(browser, "return window.q3speech && window.q3speech.state.voicesLoaded", 30, "the voices")
-    browser.find_element("id", "instructions").send_keys("whisper")
+    # a voice the server does not have (one that went away since the page loaded, say)
+    browser.execute_script("const o = new Option('nobody', 'nobody'); document.getElementById('voice').append(o);"
+                           "document.getElementById('voice').value = 'nobody';")
     browser.find_element("id", "speak").click()
     shown = _wait(browser, "return window.q3speech.state.error", 60, "the error")
     r = requests.post(server.base + "/v1/audio/speech", timeout=60, json={
         "input": browser.find_element("id", "input").get_attribute("value"), "response_format": "pcm",
-        "stream_format": "sse", "speed": 1, "language": "auto", "instructions": "whisper"})
-    assert r.status_code == 400
+        "stream_format": "sse", "speed": 1, "language": "auto", "voice": "nobody"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "voice_not_found"
     assert shown == r.json()["error"]["message"]
     assert browser.find_element("id", "error").text == shown
