@@ -11,8 +11,8 @@ from rich.table import Table
 
 from q3build import ui
 from q3build.commands._common import add_toolchain_options, options, print_json
-from q3build.core import plan as plan_mod
 from q3build.core import pin as pin_mod
+from q3build.core import plan as plan_mod
 from q3build.core import recipe
 from q3build.errors import ToolMissingError
 from q3build.toolchains import node

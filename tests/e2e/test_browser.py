@@ -76,7 +76,7 @@ def _console_errors(d) -> list[str]:
 
 def _foreign_requests(d, base: str) -> list[str]:
     names = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-    return [n for n in names if not (n.startswith(base + "/") or n.startswith("blob:") or n.startswith("data:"))]
+    return [n for n in names if not n.startswith((base + "/", "blob:", "data:"))]
 
 
 def _screenshot(d, tmp_path, name: str):
