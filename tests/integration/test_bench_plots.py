@@ -95,3 +95,15 @@ def test_committed_page_embeds_pictures_that_exist(page):
         assert (doc.parent / e).is_file(), e
     folder = doc.parent / Path(page).stem
     assert sorted(p.name for p in folder.glob("*.png")) == sorted(Path(e).name for e in embedded)
+
+
+def test_committed_page_is_the_committed_json_rendered(tmp_path):
+    """As the page says: `q3build bench --markdown docs/bench/*.json --out docs/performance.md` (C-locale
+    glob order). The pictures' bytes depend on the matplotlib and FreeType versions; their names must match."""
+    runs = sorted(str(p) for p in (REPO / "docs" / "bench").glob("*.json"))
+    out = tmp_path / "performance.md"
+    assert cli.main(["--project", str(REPO), "bench", "--markdown", *runs, "--out", str(out)]) == 0
+    assert out.read_text() == (REPO / "docs" / "performance.md").read_text(), \
+        "docs/performance.md is stale: run `q3build bench --markdown docs/bench/*.json --out docs/performance.md`"
+    assert sorted(p.name for p in (tmp_path / "performance").glob("*.png")) == \
+        sorted(p.name for p in (REPO / "docs" / "performance").glob("*.png"))
