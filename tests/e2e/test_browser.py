@@ -11,8 +11,10 @@ import re
 import shutil
 import time
 
+import numpy as np
 import pytest
 import requests
+import soundfile as sf
 
 from ..conftest import REPO
 from .conftest import speech_server
@@ -148,6 +150,28 @@ def test_speech_page_speaks_and_plays(server, browser, tmp_path):
     _screenshot(browser, tmp_path, "speech.png")
     assert _console_errors(browser) == []
     assert _foreign_requests(browser, server.base) == []
+
+
+def test_speech_page_speaks_with_a_cloned_voice(built, browser):
+    """A Base model with a voices directory: the picker offers the cloned voice in its own group, and it speaks."""
+    voices = built / "browser-voices"
+    voices.mkdir(exist_ok=True)
+    t = np.arange(48000) / 24000
+    sf.write(voices / "alice.wav", (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)))
+             .astype(np.float32), 24000)
+    with speech_server(built, "browser-base", "base", "--tts-voices-dir", str(voices), "--tts-max-frames", "12") as s:
+        browser.get(s.base + "/speech")
+        browser.get_log("browser")
+        _wait(browser, "return window.q3speech && window.q3speech.state.voicesLoaded", 30, "the voices")
+        groups = browser.execute_script(
+            "return [...document.querySelectorAll('#voice optgroup')].map(g => [g.label, [...g.children].map(o => o.value)])")
+        assert groups == [["cloned", ["alice"]]]
+        browser.execute_script("document.getElementById('voice').value = 'alice'")
+        browser.find_element("id", "speak").click()
+        state = _wait(browser, "const s = window.q3speech.state; return (s.done || s.error) ? s : null", 180,
+                      "the stream to finish")
+        assert state["error"] is None and state["samples"] > 0
+        assert _console_errors(browser) == []
 
 
 def test_speech_page_shows_the_routes_error_message(server, browser):

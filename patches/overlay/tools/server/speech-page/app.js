@@ -59,7 +59,7 @@ async function loadVoices() {
     const kind = v.type || "voice";
     if (!groups.has(kind)) {
       const g = document.createElement("optgroup");
-      g.label = kind;
+      g.label = { builtin: "built-in", cloned: "cloned" }[kind] || kind;
       groups.set(kind, g);
       select.append(g);
     }
