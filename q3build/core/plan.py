@@ -97,6 +97,11 @@ class BuildPlan:
         return render.cmake_value(self.cache_vars[name]) if name in self.cache_vars else None
 
     @property
+    def web_ui(self) -> bool:
+        """Whether make builds upstream's web UI and embeds it (the pin names one, the recipe keeps it)."""
+        return bool(self.target.web_ui and self.pin.ui is not None)
+
+    @property
     def distribution(self) -> str:
         return f"q3build {__version__} series {self.series_digest[:12]} overlay {self.overlay_digest[:12]}"
 
@@ -182,6 +187,7 @@ class BuildPlan:
             "artifacts": list(self.artifacts),
             "archive": self.archive_name,
             "cache_key": self.cache_key,
+            "web_ui": self.web_ui,
         }
 
     def upstream_record(self) -> dict:
@@ -306,6 +312,11 @@ def resolve(project: Project, target_name: str, env: Mapping[str, str], options:
     cache_vars.update(libraries_mod.cmake_switches(list(found_libs)))
     cache_vars.update(recipe_opts)
     cache_vars.update(managed)
+    # upstream's UI embedding: ON takes the UI make's ui step builds (see core/webui.py), OFF embeds none
+    if "LLAMA_BUILD_UI" in recipe_opts:
+        ui.warn(f"target {target_name}: cmake.options.LLAMA_BUILD_UI is set by web_ui "
+                f"({'true' if target.web_ui else 'false'}) (kept)")
+    cache_vars["LLAMA_BUILD_UI"] = bool(target.web_ui and pin.ui is not None)
     # the synced tree's git history is ours (patch commits), so build info comes from the pin
     cache_vars.update(LLAMA_BUILD_NUMBER=pin.upstream.build, LLAMA_BUILD_COMMIT=pin.upstream.commit[:7])
     if ccache:

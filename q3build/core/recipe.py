@@ -143,6 +143,8 @@ class Target:
     libraries: dict[str, Library] = doc("optional libraries linked when found: for a native target in this "
                                         "machine's standard directories, for a cross target only in its "
                                         "sysroot (q3build.toolchains.libraries)", default=None)
+    web_ui: bool = doc("build upstream's web UI from source (npm, Node.js) and embed it in llama-server, served "
+                       "at /; false leaves it out", default=True)
 
     @property
     def cross(self) -> bool:

@@ -117,6 +117,11 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
         "distribution": plan.distribution,
         "version_output": info.get("version_output", ""),
         "version_checked_with": info.get("version_checked_with"),
+        # the web UI embedded in llama-server and what it was built from (not the timings: reproducible)
+        "web_ui": {k: v for k, v in (info.get("ui") or {}).items()
+                   if k in ("embedded", "source", "source_tree", "lock_sha256")}
+                  | ({"node": {k: v for k, v in info["ui"]["node"].items() if k != "node"}}
+                     if (info.get("ui") or {}).get("node") else {}),
         "recipe": schema.to_record(t),
         "cmake": plan.cmake_record(),
         "toolchain": _toolchain(plan),

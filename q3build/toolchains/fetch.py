@@ -61,7 +61,7 @@ def unpack(whl: Path, dest: Path) -> None:
 
 
 def wheel(package: str, version: str, sha256: Mapping[str, str], cache: Path, env: Mapping[str, str], *,
-          where: str) -> dict:
+          where: str, instead: str = "point q3build at a zig with --zig PATH") -> dict:
     """Fetch, verify and unpack ``package==version`` unless already there; returns its record.
     ``where`` names the recipe key holding the pinned sums, for the error messages."""
     dest = directory(cache, package, version)
@@ -75,8 +75,7 @@ def wheel(package: str, version: str, sha256: Mapping[str, str], cache: Path, en
             proc.run(download_argv(package, version, dl), env=env, capture=True)
         except CommandError as e:   # pip failed: say what was being fetched
             raise FetchError(f"pip download {package}=={version} failed: {str(e).splitlines()[0]}",
-                             hint="check the package index settings (pip config list) or point q3build at a "
-                                  "zig with --zig PATH") from None
+                             hint=f"check the package index settings (pip config list) or {instead}") from None
         wheels = sorted(dl.glob("*.whl"))
         if len(wheels) != 1:
             raise FetchError(f"pip download {package}=={version}: expected one wheel, got "

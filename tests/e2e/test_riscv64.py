@@ -66,6 +66,8 @@ def test_make_riscv64_runs_version_under_qemu(q3, work):
     assert 'set(CMAKE_C_COMPILER_ID "Clang")' in found and 'set(CMAKE_C_COMPILER_VERSION "22.' in found
     assert info["plan"]["cmake"]["cache"]["BUILD_SHARED_LIBS"] == "OFF"
     assert info["version_checked_with"].startswith("qemu-riscv64 ")
+    # the web UI, target-independent, is embedded in the cross build as in the native one
+    assert info["ui"]["embedded"] is True and info["plan"]["cmake"]["cache"]["LLAMA_BUILD_UI"] == "ON"
     # the same build again: nothing configured or compiled
     rc, again = q3("make", "--target", "riscv64", "--json")
     assert rc == 0 and again["configured"] is False

@@ -14,6 +14,8 @@ import requests
 
 from q3build.speech.server import Server, free_port
 
+from ..conftest import REPO
+
 pytestmark = pytest.mark.slow
 
 
@@ -82,3 +84,29 @@ def test_servers_keep_serving_after_errors(server, router):
         for body in ("not json", "[1]", '{"model": 5}'):
             requests.post(f"{base}/v1/audio/speech", data=body, timeout=5)
         assert requests.get(f"{base}/health", timeout=5).json() == {"status": "ok"}
+@pytest.mark.parametrize("path,kind", [("/speech", "text/html"), ("/speech/app.js", "application/javascript"),
+                                       ("/speech/app.css", "text/css")])
+def test_the_speech_page_is_served(server, path, kind):
+    r = requests.get(f"{server}{path}", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == f"{kind}; charset=utf-8"
+    page = (REPO / "patches" / "overlay" / "tools" / "server" / "speech-page" /
+            {"/speech": "index.html"}.get(path, path.rsplit("/", 1)[1])).read_bytes()
+    assert r.content == page   # embedded at configure time, byte for byte
+
+
+def test_the_speech_page_is_served_without_the_web_ui(host_work, tmp_path):
+    port = free_port()
+    argv = [str(host_work / "stage" / "host" / "bin" / "llama-server"), "--host", "127.0.0.1", "--port", str(port),
+            "--no-ui"]
+    with Server(argv, os.environ, tmp_path / "server.log", port) as s:
+        assert s.wait_healthy(30) is None
+        assert requests.get(f"{s.base}/", timeout=5).status_code == 404
+        r = requests.get(f"{s.base}/speech", timeout=5)
+        assert r.status_code == 200 and b'<script src="speech/app.js">' in r.content
+
+
+def test_the_web_ui_is_served_at_the_root(server):
+    r = requests.get(f"{server}/", headers={"Accept-Encoding": "gzip"}, timeout=5)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert b'href="./speech"' in r.content   # hook patch 0050's link, in upstream's built index.html

@@ -117,12 +117,13 @@ def test_missing_compiler_names_the_package(proj, capsys, monkeypatch):
 
 def test_make_runs_named_steps_and_skips_the_ones_asked(proj, capsys):
     first = run_make(proj, capsys)
-    assert first["steps"] == ["sync", "toolchain", "render", "configure", "build", "stage"]
+    assert first["steps"] == ["sync", "toolchain", "render", "configure", "ui", "build", "stage"]
+    assert first["ui"] is None   # the synthetic pin names no web UI
     assert first["toolchain"]["kind"] == "native" and first["toolchain"]["fetch"] is None
     stage = proj.work / "stage" / "host" / "bin" / "llama-server"
     before = stage.stat().st_mtime_ns
     s = run_make(proj, capsys, "--skip", "sync", "--skip", "stage")
-    assert s["steps"] == ["toolchain", "render", "configure", "build"]
+    assert s["steps"] == ["toolchain", "render", "configure", "ui", "build"]
     assert s["sync"] is None and s["artifacts"] == [] and stage.stat().st_mtime_ns == before
 
 

@@ -76,6 +76,7 @@ def test_archive_layout_manifest_and_sbom(built, capsys, tmp_path):
     assert patch["sha256"] == sha(built.root / "patches" / patch["file"])
     assert man["upstream"]["commit"] == built.upstream.commit and man["upstream"]["tag"] == "b4242"
     assert man["validation"] is None and man["emulator"] is None and man["linkage"] == "static"
+    assert man["web_ui"] == {"embedded": False}   # the synthetic pin names no web UI
     assert man["recipe"]["cmake"]["build_targets"] == ["llama-server", "llama-tts"]
     bom = json.loads(files[f"{top}/sbom.cdx.json"])
     comps = {c["bom-ref"]: c for c in bom["components"]}

