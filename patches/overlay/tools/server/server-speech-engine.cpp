@@ -580,6 +580,10 @@ bool speech_segment::step(int n, std::string & err) {
     return true;
 }
 
+int speech_segment::frames_to_next_decode() const {
+    return std::max(1, (int) slot.gen->frames_to_next_decode());
+}
+
 bool speech_segment::take_audio(std::vector<float> & out, std::string & err) {
     int32_t      rate = 0;
     const char * data = nullptr;
