@@ -17,6 +17,7 @@ from q3build.speech import argv as speech_argv
 from q3build.speech import reference
 from q3build.speech.bench.bandwidth import read_bandwidth
 from q3build.speech.bench.logs import (
+    decoder_cost_curve,
     parse_llama_tts_log,
     parse_server_headers,
     per_frame_stages,
