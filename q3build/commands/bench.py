@@ -45,6 +45,9 @@ def add_arguments(p) -> None:
                    help="run the packaged build on that board over ssh and report our own figures there (RTF, "
                         "TTFA, stages, RSS of llama-server; no reference); see `validate --board`")
     p.add_argument("--no-server", action="store_true", help="skip the llama-server TTFA measurement")
+    p.add_argument("--decoder-curve", type=int, default=64, metavar="N",
+                   help="measure the codec decoder's cost per call for batches of 1, 2, 4 … N frames "
+                        "(a power of two; 0 skips it; default 64)")
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="array size of the read-bandwidth test")
     p.add_argument("--json", action="store_true", help="print the result document on stdout")
     p.add_argument("--out", metavar="FILE", help="write the result (JSON, or Markdown with --markdown) to FILE")
@@ -101,6 +104,8 @@ def run(args, ctx) -> int:
         raise InputError("--model HF_DIR is required (or --markdown RUN_JSON to render results)")
     if args.frames <= 0:
         raise InputError("--frames must be positive")
+    if args.decoder_curve < 0 or (args.decoder_curve & (args.decoder_curve - 1)):
+        raise InputError(f"--decoder-curve {args.decoder_curve}: expected 0 or a power of two (1, 2, 4 … 64)")
     if args.board:
         return _on_board(args, ctx)
     if not args.no_reference:
@@ -135,7 +140,8 @@ def run(args, ctx) -> int:
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     plan = runs.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,
                       quants=parse_quants(args.quant), threads=parse_threads(args.threads, os.cpu_count() or 1),
-                      reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib, repeat=args.repeat)
+                      reference=not args.no_reference, bandwidth_mib=args.bandwidth_mib,
+                      decoder_curve_max=args.decoder_curve, repeat=args.repeat)
     doc = runs.run_bench(ctx.project, plan, ctx.env, target=args.target, log=lambda m: ui.info(f"▶ {m}"))
     doc["notes"] = list(args.note) + doc["notes"]
     if _emit(doc, args):

@@ -46,6 +46,7 @@ TTS_OPS = (
     ("SOFT_MAX", r"^type=f32,ne=\[[0-9]{1,2},"),
     ("IM2COL", r"is_2D=0"),
     ("CONV_TRANSPOSE_1D", ""),
+    ("SNAKE_FUSE", ""),   # the codec's fused Snake activation (patch ggml-cpu-fuse-the-snake-activation-chain)
 )
 
 _QF_LINE = re.compile(r"^\s*(?P<type>\S+) (?P<check>[a-z][a-z ()=0-9]*?):\s+(?P<result>ok|FAILED) \((?P<err>[^)]*)\)")

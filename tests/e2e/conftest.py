@@ -46,13 +46,19 @@ def built(tmp_path_factory, host_work):
     return root
 
 
+# glibc fills freed memory with 0xa5 bytes and keeps no per-thread cache of freed blocks (whose first
+# bytes it leaves alone), so a read through a dangling pointer sees 0xa5a5... instead of stale values
+FREED_MEMORY_POISONED = {"MALLOC_PERTURB_": "165", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
+
+
 @contextlib.contextmanager
-def speech_server(built, name, model, *extra):
-    """The built llama-server with one of `built`'s models on 127.0.0.1, healthy; stopped on exit."""
+def speech_server(built, name, model, *extra, env=None):
+    """The built llama-server with one of `built`'s models on 127.0.0.1, healthy; stopped on exit.
+    `env` adds to the environment it runs in."""
     port = free_port()
     argv = speech_argv.llama_server(built / "work" / "stage" / "host" / "bin" / "llama-server", built / model,
                                     port=port, threads=2, extra=extra)
-    with Server(argv, os.environ, built / f"{name}.log", port) as server:
+    with Server(argv, {**os.environ, **(env or {})}, built / f"{name}.log", port) as server:
         why = server.wait_healthy(60)
         if why:
             raise RuntimeError(why)

@@ -95,6 +95,21 @@ def test_reference_generates_the_fixed_frame_count(result):
     assert c["rtf_ratio"] == pytest.approx(c["ours"]["rtf"] / r["rtf"])
 
 
+def test_decoder_cost_curve(result):
+    """The codec decoder's cost per call, batches doubling to the raised cap (default 64)."""
+    _, doc = result
+    assert not [n for n in doc["notes"] if "decoder cost curve" in n], doc["notes"]
+    (c,) = doc["decoder_curve"]
+    assert (c["quant"], c["threads"], c["max_batch"]) == ("q8_0", 1, 64)
+    sizes = [int(n) for n in c["curve"]]
+    assert sizes[:3] == [1, 2, 4] and max(sizes) <= 64
+    assert all(p["ms_per_call"] > 0 and p["ms_per_frame"] == pytest.approx(p["ms_per_call"] / int(n))
+               for n, p in c["curve"].items())
+    # every call decodes at most its batch, and the batches double from 1 frame
+    assert all(call["frames"] <= call["batch"] for call in c["calls"])
+    assert [call["batch"] for call in c["calls"][:4]] == [1, 1, 2, 4]
+
+
 def test_markdown_renders_the_run(result, capsys):
     root, doc = result
     capsys.readouterr()
@@ -102,3 +117,4 @@ def test_markdown_renders_the_run(result, capsys):
     md = capsys.readouterr().out
     row = next(ln for ln in md.splitlines() if ln.startswith("| q8_0 | 1 |"))
     assert f"{doc['configs'][0]['ours']['rtf']:.2f}" in row
+    assert "Codec decoder cost per call" in md

@@ -20,7 +20,7 @@ import soundfile as sf
 from q3build import cli
 
 from ..conftest import REPO
-from .conftest import speech_server
+from .conftest import FREED_MEMORY_POISONED, speech_server
 
 pytestmark = pytest.mark.slow
 
@@ -366,9 +366,12 @@ def test_voice_design_follows_instructions(built):
 
 def test_stream_equals_the_whole_file_without_post_processing(built):
     """With trim and normalisation off, the chunked stream carries exactly the samples of the whole
-    response, across a codec window boundary (72 frames) and a segment boundary."""
+    response, across every codec decoder batch size (1, 1, 2, 4, 8, 16, 16 .. frames; a segment that
+    ends inside a batch decodes it padded) and a segment boundary."""
+    # a first chunk of 3 frames ends inside the third decoder batch: that batch is decoded padded for
+    # the stream, then again when it completes, and must give the same samples both times
     with speech_server(built, "raw", "custom_voice", "--no-tts-trim", "--no-tts-normalize",
-                       "--tts-segment-chars", "24") as s:
+                       "--tts-segment-chars", "24", "--tts-stream-frames", "3") as s:
         body = {"input": "First sentence here. 第二句话在这里。", "voice": "vivian", "seed": 4, "max_frames": 80,
                 "response_format": "pcm"}
         whole = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=300)
@@ -378,6 +381,37 @@ def test_stream_equals_the_whole_file_without_post_processing(built):
             chunks = [c for c in r.iter_content(chunk_size=None) if c]
     assert whole.status_code == 200 and whole.headers["x-speech-postprocess"] == "none"
     assert int(whole.headers["x-speech-segments"]) == 2
-    assert int(whole.headers["x-speech-frames"]) > 72  # the first segment crosses a window
+    assert int(whole.headers["x-speech-frames"]) > 48  # past the doubling, into the 16-frame batches
     assert len(chunks) >= 4
     assert b"".join(chunks) == whole.content
+
+
+def test_kept_decoder_graphs_outlive_the_compute_buffer_they_ran_in(built):
+    """The codec decoder keeps one graph per batch size (1, 2, 4, 8, 16 frames) in the mtmd context the
+    slots share. A larger batch grows the compute buffer (the allocator frees the old one), so a kept
+    smaller graph must not reach into the freed buffer when it runs again: that read crashed the 2-slot
+    server in ggml_backend_buft_is_host (issue 11's first merge, reverted). Freed memory is poisoned
+    here, so such a read crashes every time instead of when the allocator happens to reuse it."""
+    rounds = [[4], [40], [4], [2, 40], [8, 3]]  # max_frames: 1+1+2 frames, then past 16, then small again
+    results = []
+    with speech_server(built, "decoder-graphs", "custom_voice", "--tts-slots", "2", "--tts-queue", "4",
+                       env=FREED_MEMORY_POISONED) as s:
+        def say(max_frames, seed):
+            try:
+                r = requests.post(f"{s.base}/v1/audio/speech", timeout=120, json={
+                    "input": "Hi.", "voice": "vivian", "seed": seed, "max_frames": max_frames})
+            except requests.ConnectionError:
+                return max_frames, None, 0
+            return max_frames, r.status_code, int(r.headers.get("x-speech-frames", 0))
+        seed = 0
+        for sizes in rounds:
+            with ThreadPoolExecutor(len(sizes)) as pool:
+                results += list(pool.map(say, sizes, range(seed + 1, seed + 1 + len(sizes))))
+            seed += len(sizes)
+            if s.proc.poll() is not None:
+                break
+        exit_code = s.proc.poll()
+    assert exit_code is None, f"llama-server died (exit code {exit_code}) after {results}"
+    assert all(status == 200 for _, status, _ in results), results
+    # the buffer grew: a long request went past the 8-frame batch into the 16-frame graph
+    assert max(frames for _, _, frames in results) > 16, results

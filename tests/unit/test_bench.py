@@ -321,3 +321,36 @@ def test_server_table_and_analysis():
     assert cells[5] == f"{3.125 / c['reference']['rtf']:.2f}"
     assert cells[6] == "612 / –" and cells[11].startswith("predictor ")
     assert any(n.startswith("q8_0, 2 threads, llama-server: predictor dominates") for n in report.analysis(doc))
+
+
+DECODER_LOG = """\
+mtmd_helper_gen_audio: decoded 1 of a 1-frame batch in 40.5 ms
+mtmd_helper_gen_audio: decoded 1 of a 1-frame batch in 30.0 ms
+mtmd_helper_gen_audio: decoded 2 of a 2-frame batch in 50.0 ms
+mtmd_helper_gen_audio: decoded 3 of a 4-frame batch in 90.0 ms (not committed)
+mtmd_helper_gen_audio: decoded 4 of a 4-frame batch in 80.0 ms
+"""
+
+
+def test_decoder_cost_curve_keeps_the_fastest_full_call_of_each_size():
+    c = logs.decoder_cost_curve(DECODER_LOG)
+    assert c["curve"] == {"1": {"ms_per_call": 30.0, "ms_per_frame": 30.0, "calls": 2},
+                          "2": {"ms_per_call": 50.0, "ms_per_frame": 25.0, "calls": 1},
+                          "4": {"ms_per_call": 80.0, "ms_per_frame": 20.0, "calls": 1}}
+    assert len(c["calls"]) == 5 and c["calls"][3] == {"frames": 3, "batch": 4, "ms": 90.0}
+    assert logs.decoder_cost_curve("no decoder here") is None
+
+
+def test_decoder_curve_table():
+    doc = _doc()
+    doc["decoder_curve"] = [{"quant": "q8_0", "threads": 2, **logs.decoder_cost_curve(DECODER_LOG)}]
+    md = report.render_markdown([doc])
+    assert "| quant | threads | 1 frame | 2 frames | 4 frames |" in md
+    assert "| q8_0 | 2 | 30 / 30.0 | 50 / 25.0 | 80 / 20.0 |" in md
+
+
+def test_decoder_curve_option_takes_powers_of_two(tmp_path, monkeypatch, capsys):
+    from q3build import cli
+    from ..conftest import REPO
+    rc = cli.main(["--project", str(REPO), "bench", "--model", str(tmp_path), "--decoder-curve", "12", "--no-reference"])
+    assert rc == 2 and "--decoder-curve 12: expected 0 or a power of two" in capsys.readouterr().err

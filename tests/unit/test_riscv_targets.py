@@ -370,7 +370,8 @@ def test_parse_backend_ops_without_summary_fails():
 
 def test_backend_ops_args_select_the_tts_ops():
     ops = dict(kernels.TTS_OPS)
-    assert list(ops) == ["MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D"]
+    assert list(ops) == ["MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D",
+                         "SNAKE_FUSE"]
     assert kernels.backend_ops_args("MUL_MAT", ops["MUL_MAT"])[:5] == ["test", "-b", "CPU", "-o", "MUL_MAT"]
     assert kernels.backend_ops_args("CONV_TRANSPOSE_1D", "") == ["test", "-b", "CPU", "-o", "CONV_TRANSPOSE_1D"]
     import re

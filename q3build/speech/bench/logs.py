@@ -16,6 +16,9 @@ STAGES_RE = re.compile(
 FRAMES_RE = re.compile(r"generated (\d+) frames")
 TIMINGS_RE = re.compile(r"timings: prompt eval ([0-9.]+)s \+ generation ([0-9.]+)s \+ vocoder ([0-9.]+)s "
                         r"= total ([0-9.]+)s")
+# the generation helper's debug line for each codec decoder call (patch "codec decoder decodes exactly
+# the new frames"; llama-tts prints it with -v)
+DECODE_CALL_RE = re.compile(r"decoded (\d+) of a (\d+)-frame batch in ([0-9.]+) ms")
 # the speech service's X-Speech-Stages-Ms header
 SERVER_STAGES_RE = re.compile(r"prompt=([0-9.]+) talker=([0-9.]+) code=([0-9.]+) decode=([0-9.]+)")
 
@@ -88,3 +91,19 @@ def parse_server_headers(headers: Mapping[str, str]) -> dict | None:
     raw = {"prompt_ms": prompt, "talker_ms": talker, "talker_steps": frames, "predictor_ms": code,
            "predictor_frames": frames, "decode_ms": decode, "decode_frames": frames}
     return {**summarize(frames, wall), "stages": per_frame_stages(raw)}
+
+
+def decoder_cost_curve(text: str) -> dict | None:
+    """Milliseconds per codec decoder call by batch size (frames decoded in one call), from a verbose
+    llama-tts log: the fastest full call of each size (the first call of a size may pay a page-in),
+    with every call kept. None when the log has no decoder calls (a build without the batched decoder)."""
+    calls = [(int(n), int(b), float(ms)) for n, b, ms in DECODE_CALL_RE.findall(text)]
+    if not calls:
+        return None
+    by_batch: dict[int, list[float]] = {}
+    for n, b, ms in calls:
+        if n == b:  # a padded (unfinished) batch costs a full one but yields fewer frames
+            by_batch.setdefault(b, []).append(ms)
+    curve = {str(b): {"ms_per_call": min(v), "ms_per_frame": min(v) / b, "calls": len(v)}
+             for b, v in sorted(by_batch.items())}
+    return {"curve": curve, "calls": [{"frames": n, "batch": b, "ms": ms} for n, b, ms in calls]}

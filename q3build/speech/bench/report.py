@@ -107,6 +107,7 @@ def render_markdown(runs: Sequence[Mapping], plots: Sequence[Sequence[tuple[str,
                     f"| {_fmt(share['weight_read_gbps'], '.1f')} "
                     f"| {_fmt(share['bandwidth_share'] * 100 if share['bandwidth_share'] is not None else None, '.0f')}% "
                     f"| {_fmt(c['server'].get('peak_rss_mib'), '.0f')} |")
+        lines += decoder_curve_table(run)
         notes = list(run.get("notes") or []) + analysis(run, [r for r in runs if r.get("shape") == "tiny"])
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
@@ -184,4 +185,23 @@ def analysis(run: Mapping, tiny_runs: Sequence[Mapping] = ()) -> list[str]:
         out.append(f"Peak RSS (up to {rss:.0f} MiB) includes the talker's f16 KV cache for its full "
                    f"{w.get('context_length')}-token context, {w['kv_cache_bytes'] / 1e6:.0f} MB, which llama-tts "
                    "allocates by default (-c 0); a speech request needs a few hundred tokens.")
+    return out
+
+
+def decoder_curve_table(run: Mapping) -> list[str]:
+    """The codec decoder's cost per call by batch size (llama-tts, verbose log), when the run measured it."""
+    curves = run.get("decoder_curve") or []
+    if not curves:
+        return []
+    sizes = sorted({int(n) for c in curves for n in c["curve"]})
+    out = ["", "Codec decoder cost per call (llama-tts, the fastest full call of each batch size; ms per call / "
+           "ms per frame):", "",
+           "| quant | threads | " + " | ".join(f"{n} frame{'s' if n > 1 else ''}" for n in sizes) + " |",
+           "|---|---|" + "---|" * len(sizes)]
+    for c in curves:
+        cells = []
+        for n in sizes:
+            p = c["curve"].get(str(n))
+            cells.append(f"{p['ms_per_call']:.0f} / {p['ms_per_frame']:.1f}" if p else "–")
+        out.append(f"| {c['quant']} | {c['threads']} | " + " | ".join(cells) + " |")
     return out

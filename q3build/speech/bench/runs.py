@@ -17,6 +17,7 @@ from q3build.speech import argv as speech_argv
 from q3build.speech import reference
 from q3build.speech.bench.bandwidth import read_bandwidth
 from q3build.speech.bench.logs import (
+    decoder_cost_curve,
     parse_llama_tts_log,
     parse_server_headers,
     per_frame_stages,
@@ -86,6 +87,29 @@ def run_ours(llama_tts: Path, model_dir: Path, job: Job, threads: int, env: Mapp
                      stages_source="llama-tts stages line" if stages else
                      "not available (llama-tts without the stage timer)",
                      extra={"timings": parsed["timings"]}).to_record()
+
+
+DECODE_MAX_FRAMES_VAR = "MTMD_QWEN3TTS_DECODE_MAX_FRAMES"   # the generation helper's batch cap (default 16)
+
+
+def decoder_curve(llama_tts: Path, model_dir: Path, job: Job, threads: int, env: Mapping[str, str], *,
+                  max_batch: int) -> dict:
+    """The codec decoder's cost per call for batches of 1, 2, 4 … max_batch frames: one llama-tts run
+    long enough for the batches to double up to the raised cap (1, 1, 2, 4, … max_batch, max_batch),
+    its verbose log read for every decoder call."""
+    frames = 2 * max_batch + 1
+    with tempfile.TemporaryDirectory(prefix="q3-bench-curve-") as tmp:
+        argv = speech_argv.llama_tts(llama_tts, model_dir, job.text, language=job.language, wav=Path(tmp) / "out.wav",
+                                     voice=job.voice, frames=frames, threads=threads,
+                                     extra=[*speech_argv.BENCH_NUMERICS, "-v"])
+        m = proc.run_measured(argv, {**env, DECODE_MAX_FRAMES_VAR: str(max_batch)})
+    if m.returncode != 0:
+        raise BenchError(f"llama-tts (decoder curve) failed (exit {m.returncode}): {_tail(m.output)}")
+    curve = decoder_cost_curve(m.output)
+    if curve is None:
+        raise BenchError("llama-tts -v logged no codec decoder calls ('decoded N of a M-frame batch'): "
+                         "a build without the batched decoder")
+    return {"threads": threads, "max_batch": max_batch, "frames_requested": frames, **curve}
 
 
 def run_reference(checkpoint: Path, job: Job, threads: int, env: Mapping[str, str]) -> dict:
@@ -226,6 +250,7 @@ class Plan:
     threads: tuple[int, ...]
     reference: bool = True
     bandwidth_mib: int = 1024
+    decoder_curve_max: int = 64  # largest batch of the decoder cost curve; 0: no curve
     repeat: int = 1              # runs per configuration; the fastest is kept (the machine is shared)
 
 
@@ -300,6 +325,15 @@ def run_bench(project, plan: Plan, env: Mapping[str, str], *, target: str, log=p
             else:
                 c["server"] = {"ttfa_ms": None, "error": "not measured: llama-server has no speech service"}
             doc["configs"].append(c)
+    if plan.decoder_curve_max:
+        doc["decoder_curve"] = []
+        for t in plan.threads:
+            log(f"codec decoder cost curve (batches up to {plan.decoder_curve_max}), {t} thread(s)")
+            try:
+                doc["decoder_curve"].append({"quant": plan.quants[0], **decoder_curve(
+                    plan.llama_tts, models[plan.quants[0]], plan.job, t, env, max_batch=plan.decoder_curve_max)})
+            except BenchError as e:
+                notes.append(f"decoder cost curve ({t} threads) not measured: {str(e).splitlines()[0]}")
     doc["notes"] = notes
     doc["machine_after"] = machine_info()
     return doc

@@ -194,7 +194,9 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
         mparams.print_timings   = false;
         mparams.n_threads       = cparams.cpuparams.n_threads;
         mparams.flash_attn_type = cparams.flash_attn_type;
-        mparams.warmup          = false;
+        // the codec decoder's graphs are built and its compute buffer sized here (mtmd warm-up), so the
+        // first request does not pay for them; --no-warmup skips it
+        mparams.warmup          = cparams.warmup;
         mparams.threadpool      = threads.get();
         mctx = mtmd_init_from_file(cparams.mmproj.path.c_str(), mdl, mparams);
         if (!mctx) {
@@ -628,6 +630,10 @@ bool speech_segment::step(int n, std::string & err) {
         common_sampler_accept(smpl, sampled, true);
     }
     return true;
+}
+
+int speech_segment::frames_to_next_decode() const {
+    return std::max(1, (int) slot.gen->frames_to_next_decode());
 }
 
 bool speech_segment::take_audio(std::vector<float> & out, std::string & err) {

@@ -102,6 +102,9 @@ public:
 
     bool done() const { return finished; }
     int  frames() const { return n_frames; }
+    // frames until the codec decoder's next call completes (a stream chunk that ends there gets
+    // audio that is decoded once)
+    int  frames_to_next_decode() const;
     bool hit_frame_cap() const { return capped; }
     mtmd_helper_gen_audio_timings timings() const { return slot.gen->timings(); }
 

@@ -480,7 +480,6 @@ private:
     bool first_ready = false;                 // first chunk made before the status was sent
     std::string first_chunk;
     int  chunk_frames = 0;                    // frames in the chunk being streamed
-    static constexpr int max_chunk_frames = 64;
 };
 
 // generates up to n_frames of the current segment (starting the next one when needed) and appends
@@ -677,9 +676,9 @@ json speech_job::done_event() const {
 // one chunk of a streamed response; false once the stream is complete or failed (err.code set)
 bool speech_job::next_chunk(std::string & out, speech_error & err) {
     std::vector<float> pcm;
-    // the first chunk is small for an early start; each decode spans a whole codec window whatever
-    // the chunk size, so later chunks double in size to keep the decoder's share of the time low
-    chunk_frames = chunk_frames == 0 ? engine.params().tts_stream_frames : std::min(2 * chunk_frames, max_chunk_frames);
+    // the first chunk is small for an early start; later chunks end where the codec decoder's next
+    // call completes (its batches double from 1 to 16 frames), so no audio is decoded twice
+    chunk_frames = chunk_frames == 0 || !seg ? engine.params().tts_stream_frames : seg->frames_to_next_decode();
     if (!next_audio(pcm, chunk_frames, err)) {
         return false;
     }
