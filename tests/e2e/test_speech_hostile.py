@@ -23,7 +23,7 @@ from q3build import cli
 
 from ..conftest import REPO
 from ..wav import wav_bytes
-from .conftest import speech_server
+from .conftest import FREED_MEMORY_POISONED, speech_server
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,10 @@ def q3(*args):
 
 
 def start(built, name, model, *extra):
-    # the models are shared with the speech service module; logs and files here carry a "hostile-" prefix
-    return speech_server(built, f"hostile-{name}", model, "--tts-stream-timeout", str(STREAM_TIMEOUT), *extra)
+    # the models are shared with the speech service module; logs and files here carry a "hostile-" prefix.
+    # Freed memory is poisoned, so a use after free crashes the canary instead of reading stale values
+    return speech_server(built, f"hostile-{name}", model, "--tts-stream-timeout", str(STREAM_TIMEOUT), *extra,
+                         env=FREED_MEMORY_POISONED)
 
 
 @pytest.fixture(scope="module")
