@@ -31,7 +31,7 @@ class Voice:
     def tts_args(self) -> list[str]:
         out = []
         if self.reference_wav:
-            out += ["--tts-ref-audio", os.fspath(self.reference_wav)]
+            out += ["--tts-speaker-file", os.fspath(self.reference_wav)]
         if self.reference_text:
             out += ["--tts-ref-text", self.reference_text]
         if self.speaker:

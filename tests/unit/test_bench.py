@@ -321,3 +321,9 @@ def test_server_table_and_analysis():
     assert cells[5] == f"{3.125 / c['reference']['rtf']:.2f}"
     assert cells[6] == "612 / –" and cells[11].startswith("predictor ")
     assert any(n.startswith("q8_0, 2 threads, llama-server: predictor dominates") for n in report.analysis(doc))
+
+
+def test_parse_llama_tts_log_reads_the_reference_encoder_time():
+    p = logs.parse_llama_tts_log(LOG + "\nreference: 2000 codes encoded in 812.5 ms\n")
+    assert p["reference_encode"] == {"frames": 125, "ms": 812.5}
+    assert "reference_encode" not in logs.parse_llama_tts_log(LOG)

@@ -16,6 +16,8 @@ STAGES_RE = re.compile(
 FRAMES_RE = re.compile(r"generated (\d+) frames")
 TIMINGS_RE = re.compile(r"timings: prompt eval ([0-9.]+)s \+ generation ([0-9.]+)s \+ vocoder ([0-9.]+)s "
                         r"= total ([0-9.]+)s")
+# llama-tts with --tts-ref-text: the speech encoder's time for the reference recording (in-context cloning)
+REF_ENCODE_RE = re.compile(r"reference: (?P<codes>\d+) codes encoded in (?P<ms>[0-9.]+) ms")
 # the speech service's X-Speech-Stages-Ms header
 SERVER_STAGES_RE = re.compile(r"prompt=([0-9.]+) talker=([0-9.]+) code=([0-9.]+) decode=([0-9.]+)")
 
@@ -30,6 +32,9 @@ def parse_llama_tts_log(text: str) -> dict:
     if m:
         prompt, gen, vocoder, total = (float(g) for g in m.groups())
         out["timings"] = {"prompt_s": prompt, "generation_s": gen, "vocoder_s": vocoder, "total_s": total}
+    m = REF_ENCODE_RE.search(text)
+    if m:
+        out["reference_encode"] = {"frames": int(m["codes"]) // 16, "ms": float(m["ms"])}
     m = STAGES_RE.search(text)
     if m:
         g = m.groupdict()
