@@ -202,3 +202,22 @@ def test_icl_matches_the_reference(icl, capsys, layout, ref, text):
     assert stages["ref_codes"]["frames"] == -(-n // 1920) == stages["ref_codes"]["frames_identical"]
     assert stages["codes"]["frames"] >= 20 and stages["codes"]["frames_identical"] == stages["codes"]["frames"]
     assert stages["waveform"]["correlation"] >= 0.9999 and stages["waveform"]["max_abs"] <= 5e-3
+
+
+def test_icl_reports_the_encoder_time_of_a_10_s_reference(icl, tmp_path):
+    """The figure `q3build bench --reference-text` reports (reference_encode), at the tiny shape."""
+    from q3build import proc
+    from q3build.speech import argv as speech_argv
+    from q3build.speech.bench import logs
+
+    root, _, out = icl
+    n = 240000
+    t = np.arange(n) / 24000
+    sf.write(tmp_path / "ref10.wav", (0.3 * np.sin(2 * np.pi * (150 + 50 * t) * t)).astype(np.float32), 24000)
+    voice = speech_argv.Voice(reference_wav=tmp_path / "ref10.wav", reference_text=ICL_REF_TEXT)
+    argv = speech_argv.llama_tts(root / "work" / "stage" / "host" / "bin" / "llama-tts", out, "Hello.",
+                                 language="english", wav=tmp_path / "o.wav", voice=voice, frames=2, threads=2)
+    r = proc.run(argv, capture=True)
+    enc = logs.parse_llama_tts_log(r.stdout + r.stderr)["reference_encode"]
+    assert enc["frames"] == 125 and enc["ms"] > 0
+    print(f"\nspeech encoder, 10 s reference, tiny shape: {enc['ms']:.1f} ms")
