@@ -93,3 +93,32 @@ def test_a_rewritten_recording_is_encoded_again(icl_server):
     log = s.log_file.read_text()
     # 2 s and then 3 s of audio: 25 and then 38 frames of codes, never the old ones with the new recording
     assert "25 frames of codes" in log and "38 frames of codes" in log
+
+
+@pytest.mark.parametrize("layout", ["streaming", "full"])
+def test_the_server_clones_in_context_as_llama_tts_does(built, tmp_path, layout):
+    """The product path: a greedy ICL request gives llama-tts's samples (the parity test ties llama-tts's
+    ICL output to the official one), up to the last bit of 16-bit rounding."""
+    from q3build import proc
+    from q3build.speech import argv as speech_argv
+
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    sf.write(voices / "bob.wav", _tone(2.0, 150), 24000)
+    (voices / "bob.txt").write_text("This is Bob speaking.", encoding="utf-8")
+    body = {"input": "Hello from a tiny model.", "voice": "bob", "temperature": 0, "top_k": 1,
+            "repetition_penalty": 1.0, "max_frames": 20, "text_layout": layout, "language": "english"}
+    with speech_server(built, f"icl-{layout}", "base", "--tts-voices-dir", str(voices), "--no-tts-trim",
+                       "--no-tts-normalize", *speech_argv.PARITY_NUMERICS) as s:
+        r = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=120)
+    assert r.status_code == 200
+    (tmp_path / "server.wav").write_bytes(r.content)
+    voice = speech_argv.Voice(reference_wav=voices / "bob.wav", reference_text="This is Bob speaking.")
+    argv = speech_argv.llama_tts(built / "work" / "stage" / "host" / "bin" / "llama-tts", built / "base", body["input"],
+                                 language="english", wav=tmp_path / "tts.wav", voice=voice, frames=20, threads=2,
+                                 streaming_text=layout == "streaming", extra=speech_argv.PARITY_NUMERICS)
+    proc.run(argv, capture=True)
+    a, _ = sf.read(tmp_path / "server.wav", dtype="int16")
+    b, _ = sf.read(tmp_path / "tts.wav", dtype="int16")
+    assert len(a) == len(b) == 20 * 1920
+    assert int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) <= 1
