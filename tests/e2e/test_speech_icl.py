@@ -120,5 +120,6 @@ def test_the_server_clones_in_context_as_llama_tts_does(built, tmp_path, layout)
     proc.run(argv, capture=True)
     a, _ = sf.read(tmp_path / "server.wav", dtype="int16")
     b, _ = sf.read(tmp_path / "tts.wav", dtype="int16")
-    assert len(a) == len(b) == 20 * 1920
+    # the same frames (EOS may end both before the cap), the same samples
+    assert len(a) == len(b) and len(a) % 1920 == 0 and len(a) >= 4 * 1920
     assert int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) <= 1
