@@ -146,6 +146,16 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     }
     rate    = mtmd_gen_audio_get_info(mctx).sample_rate;
     cloning = mtmd_support_audio(mctx);
+    if (cloning && icl_tokens > 0) {
+        // an mmproj converted before in-context cloning has no speech encoder: its voices stay x-vector
+        std::vector<float> silence((size_t) rate / 10, 0.0f);
+        mtmd::bitmap_ptr probe(mtmd_bitmap_init_from_audio(silence.size(), silence.data()));
+        icl_capable = probe && mtmd_helper_gen_audio_encode_codes(slots[0]->gen->ctx.get(), probe.get(), nullptr, 0) > 0;
+        if (!icl_capable) {
+            SPE_WRN("%s\n", "the mmproj has no speech encoder (convert the model again): cloned voices use their "
+                    "x-vector only, transcripts are not used");
+        }
+    }
     ready   = true;
     speech_voice v;
     if (!cparams.tts_speaker.empty() && !find_voice(cparams.tts_speaker, v)) {
@@ -372,6 +382,10 @@ void speech_engine::read_transcript(speech_voice & v, const std::string & wav_pa
     const fs::path path = fs::path(voices_real) / (v.id + ".txt");
     std::error_code ec;
     if (!fs::exists(fs::symlink_status(path, ec)) || ec) {
+        return;
+    }
+    if (!icl_capable) {
+        v.note = "the model has no speech encoder (convert it again): cloned from the speaker embedding (x-vector)";
         return;
     }
     std::string bytes, err;

@@ -190,6 +190,7 @@ private:
     int  n_ctx   = 0;
     int  instr_tokens = 0;
     int  icl_tokens   = 0;
+    bool icl_capable  = false; // the mmproj has the speech encoder (in-context cloning)
     speech_audio::reference_limits limits; // of a cloned voice's recording
     void read_transcript(speech_voice & v, const std::string & wav_path);
     std::string voices_real; // the voices directory, resolved
