@@ -123,3 +123,25 @@ def test_the_server_clones_in_context_as_llama_tts_does(built, tmp_path, layout)
     # the same frames (EOS may end both before the cap), the same samples
     assert len(a) == len(b) and len(a) % 1920 == 0 and len(a) >= 4 * 1920
     assert int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) <= 1
+
+
+def test_an_icl_stream_equals_the_whole_file(built, tmp_path):
+    """The reference's 25 frames prefill the codec decoder in its batches (1, 1, 2, 4, 8, then 9 of a
+    16-frame batch), so the generated frames start inside a batch; a stream whose first chunk (3 frames)
+    also ends inside one carries exactly the samples of the whole response, cut included. (A 2 s
+    reference: its cut int(25 / F_total * n) is 25 * 1920 for every F_total the request reaches.)"""
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    sf.write(voices / "bob.wav", _tone(2.0, 150), 24000)
+    (voices / "bob.txt").write_text("This is Bob speaking.", encoding="utf-8")
+    body = {"input": "Cloned in context, streamed and whole.", "voice": "bob", "seed": 5, "max_frames": 40,
+            "response_format": "pcm"}
+    with speech_server(built, "icl-stream", "base", "--tts-voices-dir", str(voices), "--no-tts-trim",
+                       "--no-tts-normalize", "--tts-stream-frames", "3") as s:
+        whole = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=300)
+        with requests.post(f"{s.base}/v1/audio/speech", json={**body, "stream_format": "audio"}, stream=True,
+                           timeout=300) as r:
+            chunks = [c for c in r.iter_content(chunk_size=None) if c]
+    assert whole.status_code == 200 and whole.headers["x-speech-postprocess"] == "none"
+    assert int(whole.headers["x-speech-frames"]) > 8 and len(chunks) >= 3
+    assert b"".join(chunks) == whole.content
