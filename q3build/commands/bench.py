@@ -37,6 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--speaker", help="CustomVoice speaker (default: the checkpoint's first)")
     p.add_argument("--instruct", help="VoiceDesign instruction")
     p.add_argument("--reference-wav", metavar="WAV", help="Base: the voice to clone")
+    p.add_argument("--reference-text", metavar="TEXT",
+                   help="Base: its transcript; our runs clone in context and report the speech encoder's time "
+                        "for the recording (reference_encode); the official side stays x-vector")
     p.add_argument("--gguf-dir", metavar="DIR", help="where converted models are kept (default: WORK/bench/NAME)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="runs per configuration, the fastest is kept (default 1)")
@@ -134,8 +137,11 @@ def run(args, ctx) -> int:
         server = _speech_server(bindir / "llama-server", ctx.env)
         if server is None:
             ui.warn("llama-server has no speech service (--tts-max-frames); TTFA is not measured")
+    if args.reference_text and not args.reference_wav:
+        raise InputError("--reference-text needs --reference-wav (the recording it transcribes)")
     voice = speech_argv.Voice(speaker=speaker, instruct=args.instruct,
-                              reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None)
+                              reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
+                              reference_text=args.reference_text or None)
     job = runs.Job(text=args.text, frames=args.frames, language=args.language, voice=voice)
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     plan = runs.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,

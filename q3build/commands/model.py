@@ -42,6 +42,8 @@ def add_arguments(p) -> None:
     r.add_argument("--text", default="Hello from a tiny model.")
     r.add_argument("--language", default="english")
     r.add_argument("--reference-wav", metavar="WAV", help="speaker reference (Base)")
+    r.add_argument("--reference-text", metavar="TEXT",
+                   help="the reference's transcript (Base): in-context cloning, its codes compared too")
     r.add_argument("--speaker", help="CustomVoice speaker")
     r.add_argument("--instruct", help="VoiceDesign / CustomVoice instruction")
     r.add_argument("--json", action="store_true")
@@ -96,7 +98,11 @@ def _parity(args, ctx) -> int:
                          variant=config.get("tts_model_type", "base"), text=args.text, language=args.language,
                          layout=args.layout, frames=args.frames,
                          reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
-                         speaker=args.speaker, instruct=args.instruct)
+                         reference_text=args.reference_text, speaker=args.speaker, instruct=args.instruct)
+    if args.reference_text is not None and not args.reference_text.strip():
+        raise InputError("--reference-text is empty (leave it out for x-vector cloning)")
+    if args.reference_text and not args.reference_wav:
+        raise InputError("--reference-text needs --reference-wav (the recording it transcribes)")
     report = parity.parity(req, llama_tts, ctx.env)
     if args.json:
         print_json(report.to_json())

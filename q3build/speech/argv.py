@@ -26,11 +26,14 @@ class Voice:
     speaker: str | None = None
     instruct: str | None = None
     reference_wav: Path | None = None
+    reference_text: str | None = None   # its transcript: in-context cloning
 
     def tts_args(self) -> list[str]:
         out = []
         if self.reference_wav:
             out += ["--tts-speaker-file", os.fspath(self.reference_wav)]
+        if self.reference_text:
+            out += ["--tts-ref-text", self.reference_text]
         if self.speaker:
             out += ["--tts-speaker", self.speaker]
         if self.instruct:

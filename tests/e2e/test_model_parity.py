@@ -158,3 +158,66 @@ def test_convert_rejects_a_non_checkpoint(built, tmp_path, capsys):
         (tmp_path / "speech_tokenizer" / f).write_text("{}")
     assert q3("model", "convert", str(tmp_path), "--out", str(tmp_path / "out")) == 2
     assert "model_type is 'llama', expected 'qwen3_tts'" in capsys.readouterr().err
+
+
+# --- in-context cloning (issue 13): a checkpoint of a seed no other test uses ----------------------
+
+ICL_SEED = "1313"
+ICL_REF_TEXT = "This is the reference speaker talking."
+# long enough that the text column outgrows a 2 s reference's codec column (T1 > T2)
+ICL_LONG_TEXT = ("In context cloning copies the timbre and the prosody of the reference recording, "
+                 "its transcript and its codes both go into the prompt of the talker.")
+
+
+@pytest.fixture(scope="module")
+def icl(built):
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    hf, out = root / "icl-hf", root / "icl-f32"
+    if not out.exists():
+        assert q3("model", "tiny", "--variant", "base", "--seed", ICL_SEED, "--out", str(hf)) == 0
+        assert q3("model", "convert", str(hf), "--out", str(out)) == 0
+    rng = np.random.default_rng(int(ICL_SEED))
+    for name, seconds in (("icl-2s.wav", 2.0), ("icl-12s.wav", 12.0)):
+        n = int(24000 * seconds)
+        t = np.arange(n) / 24000
+        wav = 0.3 * np.sin(2 * np.pi * (150 + 100 * t) * t) + 0.05 * rng.standard_normal(n)
+        sf.write(root / name, wav.astype(np.float32), 24000, subtype="FLOAT")
+    return root, hf, out
+
+
+@pytest.mark.parametrize("layout", ["nonstreaming", "streaming"])
+@pytest.mark.parametrize("ref, text", [("icl-2s.wav", ICL_LONG_TEXT),          # streaming: T1 > T2
+                                       ("icl-12s.wav", "Hello from a tiny model.")])  # T1 <= T2, > 10 s
+def test_icl_matches_the_reference(icl, capsys, layout, ref, text):
+    root, hf, out = icl
+    capsys.readouterr()
+    rc = q3("model", "parity", str(hf), "--model", str(out), "--reference-wav", str(root / ref),
+            "--reference-text", ICL_REF_TEXT, "--text", text, "--frames", "24", "--layout", layout, "--json")
+    report = json.loads(capsys.readouterr().out)
+    stages = {s["name"]: s for s in report["stages"]}
+    assert rc == 0 and report["first_divergence"] is None, report
+    # the speech encoder's codes: ceil(n / 1920) frames, every codebook the official one
+    n = sf.info(str(root / ref)).frames
+    assert stages["ref_codes"]["frames"] == -(-n // 1920) == stages["ref_codes"]["frames_identical"]
+    assert stages["codes"]["frames"] >= 20 and stages["codes"]["frames_identical"] == stages["codes"]["frames"]
+    assert stages["waveform"]["correlation"] >= 0.9999 and stages["waveform"]["max_abs"] <= 5e-3
+
+
+def test_icl_reports_the_encoder_time_of_a_10_s_reference(icl, tmp_path):
+    """The figure `q3build bench --reference-text` reports (reference_encode), at the tiny shape."""
+    from q3build import proc
+    from q3build.speech import argv as speech_argv
+    from q3build.speech.bench import logs
+
+    root, _, out = icl
+    n = 240000
+    t = np.arange(n) / 24000
+    sf.write(tmp_path / "ref10.wav", (0.3 * np.sin(2 * np.pi * (150 + 50 * t) * t)).astype(np.float32), 24000)
+    voice = speech_argv.Voice(reference_wav=tmp_path / "ref10.wav", reference_text=ICL_REF_TEXT)
+    argv = speech_argv.llama_tts(root / "work" / "stage" / "host" / "bin" / "llama-tts", out, "Hello.",
+                                 language="english", wav=tmp_path / "o.wav", voice=voice, frames=2, threads=2)
+    r = proc.run(argv, capture=True)
+    enc = logs.parse_llama_tts_log(r.stdout + r.stderr)["reference_encode"]
+    assert enc["frames"] == 125 and enc["ms"] > 0
+    print(f"\nspeech encoder, 10 s reference, tiny shape: {enc['ms']:.1f} ms")

@@ -354,3 +354,9 @@ def test_decoder_curve_option_takes_powers_of_two(tmp_path, monkeypatch, capsys)
     from ..conftest import REPO
     rc = cli.main(["--project", str(REPO), "bench", "--model", str(tmp_path), "--decoder-curve", "12", "--no-reference"])
     assert rc == 2 and "--decoder-curve 12: expected 0 or a power of two" in capsys.readouterr().err
+
+
+def test_parse_llama_tts_log_reads_the_reference_encoder_time():
+    p = logs.parse_llama_tts_log(LOG + "\nreference: 2000 codes encoded in 812.5 ms\n")
+    assert p["reference_encode"] == {"frames": 125, "ms": 812.5}
+    assert "reference_encode" not in logs.parse_llama_tts_log(LOG)

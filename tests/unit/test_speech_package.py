@@ -70,3 +70,11 @@ def test_verbs_that_need_the_reference_stop_in_one_line(verb, monkeypatch, tmp_p
     err = capsys.readouterr().err
     assert rc == 5, err
     assert "scripts/bootstrap --test" in err and "Traceback" not in err
+
+
+def test_tts_argv_clones_in_context_with_a_transcript():
+    v = argv.Voice(reference_wav=Path("/v/alice.wav"), reference_text="Hello there.")
+    a = argv.llama_tts(Path("/b/llama-tts"), Path("/m"), "Hi.", language="english", wav=Path("/o.wav"), voice=v)
+    assert a[a.index("--tts-speaker-file") + 1] == "/v/alice.wav" and a[a.index("--tts-ref-text") + 1] == "Hello there."
+    assert "--tts-ref-text" not in argv.llama_tts(Path("/b/llama-tts"), Path("/m"), "Hi.", language="english",
+                                                  wav=Path("/o.wav"), voice=argv.Voice(reference_wav=Path("/v/a.wav")))

@@ -19,6 +19,8 @@ TIMINGS_RE = re.compile(r"timings: prompt eval ([0-9.]+)s \+ generation ([0-9.]+
 # the generation helper's debug line for each codec decoder call (patch "codec decoder decodes exactly
 # the new frames"; llama-tts prints it with -v)
 DECODE_CALL_RE = re.compile(r"decoded (\d+) of a (\d+)-frame batch in ([0-9.]+) ms")
+# llama-tts with --tts-ref-text: the speech encoder's time for the reference recording (in-context cloning)
+REF_ENCODE_RE = re.compile(r"reference: (?P<codes>\d+) codes encoded in (?P<ms>[0-9.]+) ms")
 # the speech service's X-Speech-Stages-Ms header
 SERVER_STAGES_RE = re.compile(r"prompt=([0-9.]+) talker=([0-9.]+) code=([0-9.]+) decode=([0-9.]+)")
 
@@ -33,6 +35,9 @@ def parse_llama_tts_log(text: str) -> dict:
     if m:
         prompt, gen, vocoder, total = (float(g) for g in m.groups())
         out["timings"] = {"prompt_s": prompt, "generation_s": gen, "vocoder_s": vocoder, "total_s": total}
+    m = REF_ENCODE_RE.search(text)
+    if m:
+        out["reference_encode"] = {"frames": int(m["codes"]) // 16, "ms": float(m["ms"])}
     m = STAGES_RE.search(text)
     if m:
         g = m.groupdict()

@@ -86,7 +86,9 @@ def run_ours(llama_tts: Path, model_dir: Path, job: Job, threads: int, env: Mapp
                      process_s=m.wall_s, peak_rss_mib=m.peak_rss_mib, stages=stages,
                      stages_source="llama-tts stages line" if stages else
                      "not available (llama-tts without the stage timer)",
-                     extra={"timings": parsed["timings"]}).to_record()
+                     extra={"timings": parsed["timings"],
+                            **({"reference_encode": parsed["reference_encode"]} if "reference_encode" in parsed else {})}
+                     ).to_record()
 
 
 DECODE_MAX_FRAMES_VAR = "MTMD_QWEN3TTS_DECODE_MAX_FRAMES"   # the generation helper's batch cap (default 16)

@@ -43,6 +43,7 @@ class Request:
     layout: str = "nonstreaming"          # nonstreaming | streaming
     frames: int = 30
     reference_wav: Path | None = None
+    reference_text: str | None = None     # Base: in-context cloning (the recording's codes + this text)
     speaker: str | None = None
     instruct: str | None = None
 
@@ -79,6 +80,17 @@ def pick(logits: np.ndarray) -> np.ndarray:
 def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], *, embd_tol: float = 5e-3,
             wav_corr: float = 0.9999, wav_maxabs: float = 5e-3, spk_rel_tol: float = 1e-3) -> Report:
     stages = []
+    if "ref_codes" in ref:
+        a, b = ref["ref_codes"], ours.get("ref_codes", np.zeros((0, 16), np.int64))
+        n = min(len(a), len(b))
+        same = int((a[:n] == b[:n]).all(axis=1).sum()) if n else 0
+        ok = a.shape == b.shape and same == len(a)
+        detail = f"{same}/{len(a)} frames identical" + ("" if a.shape == b.shape else f", shape {b.shape} vs reference {a.shape}")
+        if n and not ok:
+            first = np.argwhere(a[:n] != b[:n])
+            if len(first):
+                detail += f", first difference at frame {first[0][0]} codebook {first[0][1]}"
+        stages.append(Stage("ref_codes", ok, detail, {"frames": len(a), "frames_identical": same}))
     if "speaker_embd" in ref and "other_speaker_embd" in ref:
         a, b = ref["speaker_embd"], ref["other_speaker_embd"]
         d = float(np.abs(a - b).max())
@@ -145,6 +157,7 @@ def run_reference(req: Request, work: Path, env: Mapping[str, str], *,
     request = {"checkpoint": str(req.checkpoint), "variant": req.variant, "text": req.text,
                "language": req.language, "layout": req.layout, "frames": req.frames,
                "reference_wav": str(req.reference_wav) if req.reference_wav else None,
+               "reference_text": req.reference_text,
                "speaker": req.speaker, "instruct": req.instruct,
                "speaker_embd": str(speaker_embd) if speaker_embd else None}
     (work / "request.json").write_text(json.dumps(request))
@@ -171,7 +184,8 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
     dump.mkdir()
     wav = work / "ours.wav"
     voice = speech_argv.Voice(speaker=req.speaker, instruct=req.instruct,
-                              reference_wav=req.reference_wav if req.variant == "base" else None)
+                              reference_wav=req.reference_wav if req.variant == "base" else None,
+                              reference_text=req.reference_text if req.variant == "base" else None)
     argv = speech_argv.llama_tts(llama_tts, req.model_dir, req.text, language=req.language, wav=wav, voice=voice,
                                  frames=req.frames, threads=2, streaming_text=req.layout == "streaming",
                                  extra=speech_argv.PARITY_NUMERICS)
@@ -183,6 +197,9 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
     spk = dump / "speaker_embd.f32"
     extra = {"speaker_embd": np.fromfile(spk, dtype=np.float32)} if spk.is_file() and spk.stat().st_size else {}
     talker = json.loads((req.checkpoint / "config.json").read_text())["talker_config"]
+    rc = dump / "ref_codes.i32"
+    if rc.is_file() and rc.stat().st_size:
+        extra["ref_codes"] = np.fromfile(rc, dtype=np.int32).reshape(-1, talker["num_code_groups"]).astype(np.int64)
     return {**extra, "wav": pcm, "codes": codes.reshape(-1, talker["num_code_groups"]).astype(np.int64),
             "prompt_embd": prompt.reshape(-1, talker["hidden_size"]),
             "talker_logits": logits.reshape(-1, talker["vocab_size"])}

@@ -86,7 +86,11 @@ def run(request: dict) -> dict:
         from qwen_tts.inference.qwen3_tts_model import VoiceClonePromptItem
 
         ref, ref_sr = sf.read(request["reference_wav"], dtype="float32")
-        own = model.create_voice_clone_prompt(ref_audio=(ref, ref_sr), x_vector_only_mode=True)[0]
+        ref_text = request.get("reference_text") or None
+        own = model.create_voice_clone_prompt(ref_audio=(ref, ref_sr), ref_text=ref_text,
+                                              x_vector_only_mode=ref_text is None)[0]
+        if ref_text is not None:  # in-context cloning: the speech tokenizer's encoder codes
+            extra["ref_codes"] = own.ref_code.detach().cpu().numpy().astype(np.int64).reshape(-1, 16)
         extra["speaker_embd"] = own.ref_spk_embedding.detach().float().numpy().reshape(-1)
         spk = own.ref_spk_embedding
         if request.get("speaker_embd"):
@@ -94,12 +98,15 @@ def run(request: dict) -> dict:
             # are compared on identical inputs
             spk = torch.from_numpy(np.load(request["speaker_embd"])).to(own.ref_spk_embedding.dtype)
             extra["other_speaker_embd"] = spk.detach().float().numpy().reshape(-1)
-        item = VoiceClonePromptItem(ref_code=None, ref_spk_embedding=spk, x_vector_only_mode=True, icl_mode=False)
+        item = VoiceClonePromptItem(ref_code=own.ref_code, ref_spk_embedding=spk, x_vector_only_mode=ref_text is None,
+                                    icl_mode=ref_text is not None, ref_text=ref_text)
         wavs, sr = model.generate_voice_clone(text=text, language=lang, voice_clone_prompt=[item], **kw)
     for h in hooks:
         h.remove()
     codes = captured[-1] if captured else np.zeros((0, 16), dtype=np.int64)
     codes = codes.reshape(-1, codes.shape[-1])
+    if "ref_codes" in extra:  # the official decodes the reference's codes ahead of the generated ones
+        codes = codes[len(extra["ref_codes"]):]
     return {"wav": np.asarray(wavs[0], dtype=np.float32), "sample_rate": int(sr), "codes": codes.astype(np.int64),
             "prompt_embd": prompt_embd[0] if prompt_embd else np.zeros((0, 0), np.float32),
             "talker_logits": np.stack(logits) if logits else np.zeros((0, 0), np.float32), **extra}

@@ -62,6 +62,18 @@ size_t utf8_length(const std::string & text) {
     return count;
 }
 
+bool utf8_valid(const std::string & text) {
+    for (size_t i = 0; i < text.size();) {
+        uint32_t cp;
+        const size_t len = utf8_decode(text, i, cp);
+        if (len == 0) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
 // controls (C0, DEL, C1) other than whitespace, and invisible format characters: zero-width
 // spaces and joiners, direction marks and embeddings, word joiner and invisible operators, the
 // byte order mark, the soft hyphen, variation selectors

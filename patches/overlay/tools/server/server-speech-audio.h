@@ -16,6 +16,8 @@ namespace speech_audio {
 
 // number of Unicode code points; invalid UTF-8 counts one per byte
 size_t utf8_length(const std::string & text);
+// every byte belongs to a well-formed UTF-8 sequence
+bool utf8_valid(const std::string & text);
 
 // text without C0/C1 control characters (other than tab and line breaks) and invisible format
 // characters (zero-width spaces and joiners, direction marks, BOM, soft hyphen, variation

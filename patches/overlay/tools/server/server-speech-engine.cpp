@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -26,7 +27,6 @@ namespace fs = std::filesystem;
 // n_fft 1024 after a 384-sample reflect pad) are 1280 samples, 53 ms at 24 kHz; we ask for 0.5 s,
 // about 10x that (47 frames, enough for dilations up to 46) and still far below the few seconds a
 // useful voice takes. 60 s bounds the encoder's cost; files above 64 MiB are not read at all.
-static const speech_audio::reference_limits voice_limits = { 0.5, 60.0, 8000, 192000, 2 };
 static const size_t voice_max_bytes = 64u << 20;
 
 #define SPE_INF(fmt, ...) LOG_INF("speech: " fmt, __VA_ARGS__)
@@ -118,7 +118,11 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     // 2 tokens per character of --tts-max-instructions (longer ones are refused)
     const int seg_chars = std::max(16, params.tts_segment_chars);
     instr_tokens = takes_instructions() ? 2 * std::max(1, params.tts_max_instructions) : 0;
-    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + 64;
+    // a Base model clones in context too: room for the longest transcript (one token per character,
+    // longer ones are refused) and the codes of the longest recording (12.5 frames a second)
+    limits = { 0.5, (double) std::max(1, params.tts_max_ref_seconds), 8000, 192000, 2 };
+    icl_tokens = type == "base" ? (int) max_transcript_chars + (int) std::ceil(limits.max_seconds * 12.5) + 2 : 0;
+    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + icl_tokens + 64;
     n_ctx = (n_ctx + 255) / 256 * 256;
 
     if (!params.tts_voices_dir.empty()) {
@@ -142,6 +146,16 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     }
     rate    = mtmd_gen_audio_get_info(mctx).sample_rate;
     cloning = mtmd_support_audio(mctx);
+    if (cloning && icl_tokens > 0) {
+        // an mmproj converted before in-context cloning has no speech encoder: its voices stay x-vector
+        std::vector<float> silence((size_t) rate / 10, 0.0f);
+        mtmd::bitmap_ptr probe(mtmd_bitmap_init_from_audio(silence.size(), silence.data()));
+        icl_capable = probe && mtmd_helper_gen_audio_encode_codes(slots[0]->gen->ctx.get(), probe.get(), nullptr, 0) > 0;
+        if (!icl_capable) {
+            SPE_WRN("%s\n", "the mmproj has no speech encoder (convert the model again): cloned voices use their "
+                    "x-vector only, transcripts are not used");
+        }
+    }
     ready   = true;
     speech_voice v;
     if (!cparams.tts_speaker.empty() && !find_voice(cparams.tts_speaker, v)) {
@@ -312,7 +326,11 @@ std::vector<speech_voice> speech_engine::voices() {
         if (ec2) {
             continue;
         }
-        cloned.push_back({name, "cloned", real.string(), check_voice_file(real.string(), size, mtime)});
+        speech_voice v{name, "cloned", real.string(), check_voice_file(real.string(), size, mtime)};
+        if (v.reason.empty()) {
+            read_transcript(v, real.string());
+        }
+        cloned.push_back(v);
     }
     if (ec) {
         SPE_WRN("cannot read the voices directory %s: %s\n", voices_real.c_str(), ec.message().c_str());
@@ -371,6 +389,55 @@ bool speech_engine::read_voice_file(const std::string & path, std::string & byte
     return true;
 }
 
+// <name>.txt beside <name>.wav: its transcript, which makes the voice cloned in context. Confined
+// to the voices directory like the recording; not UTF-8 or too long makes the voice unusable, an
+// empty (or whitespace-only) transcript leaves it an x-vector voice, said in v.note
+void speech_engine::read_transcript(speech_voice & v, const std::string & wav_path) {
+    (void) wav_path;
+    v.mode = "xvector";
+    const fs::path path = fs::path(voices_real) / (v.id + ".txt");
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(path, ec)) || ec) {
+        return;
+    }
+    if (!icl_capable) {
+        v.note = "the model has no speech encoder (convert it again): cloned from the speaker embedding (x-vector)";
+        return;
+    }
+    std::string bytes, err;
+    const std::string name = v.id + ".txt";
+    if (!read_voice_file(path.string(), bytes, err)) {
+        v.reason = "its transcript " + name + ": " + err;
+        return;
+    }
+    if (bytes.size() > 8 * max_transcript_chars) {
+        v.reason = "its transcript " + name + " is longer than " + std::to_string(max_transcript_chars) + " characters";
+        return;
+    }
+    if (bytes.size() >= 3 && bytes.compare(0, 3, "\xEF\xBB\xBF") == 0) {
+        bytes.erase(0, 3); // a byte order mark is not text
+    }
+    if (!speech_audio::utf8_valid(bytes)) {
+        v.reason = "its transcript " + name + " is not valid UTF-8";
+        return;
+    }
+    const size_t b = bytes.find_first_not_of(" \t\r\n\v\f");
+    const size_t e = bytes.find_last_not_of(" \t\r\n\v\f");
+    const std::string text = b == std::string::npos ? "" : bytes.substr(b, e - b + 1);
+    const size_t n_chars = speech_audio::utf8_length(text);
+    if (n_chars > max_transcript_chars) {
+        v.reason = "its transcript " + name + " is " + std::to_string(n_chars) + " characters long, at most " +
+                   std::to_string(max_transcript_chars);
+        return;
+    }
+    if (speech_audio::strip_invisible(text).find_first_not_of(" \t\r\n\v\f") == std::string::npos) {
+        v.note = "its transcript " + name + " is empty: cloned from the speaker embedding (x-vector)";
+        return;
+    }
+    v.mode       = "icl";
+    v.transcript = text;
+}
+
 std::string speech_engine::check_voice_file(const std::string & path, int64_t size, int64_t mtime) {
     {
         std::lock_guard<std::mutex> lock(check_mtx);
@@ -382,7 +449,7 @@ std::string speech_engine::check_voice_file(const std::string & path, int64_t si
     std::string bytes, reason;
     speech_audio::wav_info info;
     if (read_voice_file(path, bytes, reason)) {
-        reason = speech_audio::check_reference_wav(bytes, voice_limits, info);
+        reason = speech_audio::check_reference_wav(bytes, limits, info);
     }
     std::lock_guard<std::mutex> lock(check_mtx);
     check_cache[path] = {size, mtime, reason};
@@ -493,12 +560,12 @@ static uint64_t content_digest(const std::string & bytes) {
 }
 
 bool speech_engine::speaker_embd(speech_slot & slot, const speech_voice & voice, std::vector<float> & out,
-                                 std::string & err, bool & bad_input) {
+                                 std::string & err, bool & bad_input, std::vector<int32_t> * codes) {
     bad_input = true;
     std::string bytes, why;
     speech_audio::wav_info info;
     if (read_voice_file(voice.path, bytes, why)) {
-        why = speech_audio::check_reference_wav(bytes, voice_limits, info);
+        why = speech_audio::check_reference_wav(bytes, limits, info);
     }
     if (!why.empty()) {
         err = "voice '" + voice.id + "' cannot be used: its recording " + voice.id + ".wav: " + why;
@@ -508,8 +575,12 @@ bool speech_engine::speaker_embd(speech_slot & slot, const speech_voice & voice,
     {
         std::lock_guard<std::mutex> lock(embd_mtx);
         auto it = embd_cache.find(voice.id);
-        if (it != embd_cache.end() && it->second.digest == digest && it->second.bytes == bytes.size()) {
+        if (it != embd_cache.end() && it->second.digest == digest && it->second.bytes == bytes.size() &&
+                (!codes || !it->second.codes.empty())) {
             out = it->second.embd;
+            if (codes) {
+                *codes = it->second.codes;
+            }
             return true;
         }
     }
@@ -522,16 +593,33 @@ bool speech_engine::speaker_embd(speech_slot & slot, const speech_voice & voice,
         return false;
     }
     mtmd::bitmap_ptr bitmap(wrapper.bitmap);
+    const int64_t t_start_us = ggml_time_us();
     out.assign((size_t) llama_model_n_embd(mdl), 0.0f);
     const int32_t n = mtmd_helper_gen_audio_encode_speaker(slot.gen->ctx.get(), bitmap.get(), out.data(), out.size());
     if (n != (int32_t) out.size()) {
         err = "encoding the recording of voice '" + voice.id + "' failed";
         return false;
     }
-    SPE_INF("encoded voice '%s' (%s, %d Hz, %d channel(s), %zu samples)\n", voice.id.c_str(), voice.path.c_str(),
-            info.sample_rate, info.channels, info.n_frames);
+    const int64_t t_spk_us = ggml_time_us();
+    std::vector<int32_t> ref_codes;
+    if (codes) {
+        // at most 16 codes per 1920 samples (12.5 Hz at 24 kHz), one frame more for the rest
+        ref_codes.resize((mtmd_bitmap_get_n_bytes(bitmap.get()) / sizeof(float) / 1920 + 1) * 16);
+        const int32_t nc = mtmd_helper_gen_audio_encode_codes(slot.gen->ctx.get(), bitmap.get(), ref_codes.data(),
+                                                              ref_codes.size());
+        if (nc <= 0 || (size_t) nc > ref_codes.size()) {
+            err = "encoding the recording of voice '" + voice.id + "' into codes failed";
+            return false;
+        }
+        ref_codes.resize((size_t) nc);
+        *codes = ref_codes;
+    }
+    SPE_INF("encoded voice '%s' (%s, %d Hz, %d channel(s), %zu samples): x-vector %.1f ms%s\n", voice.id.c_str(),
+            voice.path.c_str(), info.sample_rate, info.channels, info.n_frames, (t_spk_us - t_start_us) / 1e3,
+            codes ? (", " + std::to_string(ref_codes.size() / 16) + " frames of codes " +
+                     std::to_string((ggml_time_us() - t_spk_us) / 1000) + " ms").c_str() : "");
     std::lock_guard<std::mutex> lock(embd_mtx);
-    embd_cache[voice.id] = {digest, bytes.size(), out};
+    embd_cache[voice.id] = {digest, bytes.size(), out, ref_codes};
     return true;
 }
 
@@ -566,6 +654,11 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
     inp.instruct       = p.instructions.empty() ? nullptr : p.instructions.c_str();
     inp.speaker_embd   = embd.empty() ? nullptr : embd.data();
     inp.n_speaker_embd = embd.size();
+    if (p.icl) {
+        inp.ref_codes   = p.ref_codes.data();
+        inp.n_ref_codes = p.ref_codes.size();
+        inp.ref_text    = p.voice.transcript.c_str();
+    }
     if (slot.gen->set_input(&inp) != 0) {
         err = "the speech prompt could not be built (see the server log)";
         return false;

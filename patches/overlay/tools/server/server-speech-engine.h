@@ -11,6 +11,7 @@
 #include "mtmd.h"
 #include "mtmd-helper.h"
 #include "server-speech-metrics.h"
+#include "server-speech-audio.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -29,6 +30,9 @@ struct speech_voice {
     std::string type;  // "builtin" (a speaker of the model) or "cloned" (a recording in the voices dir)
     std::string path;  // cloned: the reference recording, resolved inside the voices directory
     std::string reason; // cloned: why the recording cannot be used (empty: usable)
+    std::string mode;       // cloned: "icl" (a transcript <name>.txt beside the recording) or "xvector"
+    std::string transcript; // cloned, icl: the transcript, trimmed
+    std::string note;       // cloned: why a voice with a transcript file is cloned from its x-vector
 };
 
 // one request's generation settings, already validated by the HTTP layer
@@ -43,6 +47,8 @@ struct speech_gen_params {
     float       repetition_penalty = 1.05f;
     int32_t     max_frames         = 0;     // per segment; 0: derived from the segment length
     bool        streaming_text     = false; // text fed one token per frame (shorter prompt)
+    bool        icl                = false; // a cloned voice in context: its codes and transcript
+    std::vector<int32_t> ref_codes;         // icl: the recording's codes (voice.transcript is its text)
 };
 
 struct speech_stage_timings {
@@ -154,8 +160,15 @@ public:
     // use; the recording is read (confined to the voices directory) and checked before the encoder
     // sees it. On failure err is set and bad_input tells a bad recording (client's choice) from a
     // server fault.
+    // With codes, the recording's codec codes too (in-context cloning), cached with the embedding:
+    // both come from the same bytes, so a rewritten recording never mixes with the old one's.
     bool speaker_embd(speech_slot & slot, const speech_voice & voice, std::vector<float> & out, std::string & err,
-                      bool & bad_input);
+                      bool & bad_input, std::vector<int32_t> * codes = nullptr);
+
+    // longest transcript of a cloned voice, in characters; the slots reserve room for it (one token
+    // per character) and for the codes of the longest recording
+    static constexpr size_t max_transcript_chars = 600;
+    int32_t max_icl_tokens() const { return icl_tokens; }
 
     // tokens of text in the talker's vocabulary (no special tokens parsed)
     int32_t n_tokens(const std::string & text) const;
@@ -200,6 +213,10 @@ private:
     int  rate    = 24000;
     int  n_ctx   = 0;
     int  instr_tokens = 0;
+    int  icl_tokens   = 0;
+    bool icl_capable  = false; // the mmproj has the speech encoder (in-context cloning)
+    speech_audio::reference_limits limits; // of a cloned voice's recording
+    void read_transcript(speech_voice & v, const std::string & wav_path);
     std::string voices_real; // the voices directory, resolved
     std::string type, size;
     std::vector<std::string> langs;
@@ -219,6 +236,7 @@ private:
         uint64_t digest = 0;
         size_t   bytes  = 0;
         std::vector<float> embd;
+        std::vector<int32_t> codes; // empty until a request clones the voice in context
     };
     std::mutex embd_mtx;
     std::map<std::string, cached_embd> embd_cache;

@@ -290,7 +290,9 @@ bool request_parser::parse_voice(speech_request & out, speech_error & err) {
     }
     if (!out.gen.voice.reason.empty()) {
         return fail(err, "voice", "voice_unusable",
-                    "voice " + quote_value(voice) + " cannot be used: its recording " + voice + ".wav: " + out.gen.voice.reason);
+                    "voice " + quote_value(voice) + " cannot be used: " +
+                    (out.gen.voice.reason.rfind("its transcript", 0) == 0 ? out.gen.voice.reason
+                        : "its recording " + voice + ".wav: " + out.gen.voice.reason));
     }
     return true;
 }
@@ -367,7 +369,26 @@ bool request_parser::parse_sampling(speech_request & out, speech_error & err) {
     g.top_p              = def.top_p;
     g.repetition_penalty = def.penalty_repeat;
     g.seed               = LLAMA_DEFAULT_SEED;
-    g.streaming_text     = engine.params().tts_streaming_text;
+
+    // a cloned voice is cloned in context when it has a transcript, unless the request asks for its
+    // x-vector alone; the official clone default is the streaming text layout, the other modes' the full one
+    const bool cloned = g.voice.type == "cloned";
+    std::string mode;
+    if (!opt_string("clone_mode", mode, err, 16)) return false;
+    if (!mode.empty() && mode != "xvector" && mode != "icl") {
+        return fail(err, "clone_mode", "invalid_value", "clone_mode must be 'xvector' or 'icl'");
+    }
+    if (!mode.empty() && !cloned) {
+        return fail(err, "clone_mode", "invalid_value", "clone_mode applies to cloned voices, voice " +
+                    quote_value(g.voice.id.empty() ? std::string("(none)") : g.voice.id) + " is not one");
+    }
+    if (mode == "icl" && g.voice.mode != "icl") {
+        return fail(err, "clone_mode", "voice_without_transcript", "voice " + quote_value(g.voice.id) +
+                    " has no transcript for clone_mode 'icl' (" +
+                    (g.voice.note.empty() ? "no " + g.voice.id + ".txt beside " + g.voice.id + ".wav" : g.voice.note) + ")");
+    }
+    g.icl            = cloned && (mode.empty() ? g.voice.mode == "icl" : mode == "icl");
+    g.streaming_text = cloned ? true : engine.params().tts_streaming_text;
 
     double  d = 0;
     int64_t i = 0;
@@ -526,10 +547,21 @@ bool speech_job::prepare_voice(speech_error & err) {
     }
     std::string msg;
     bool bad_input = false;
-    if (!engine.speaker_embd(lease->get(), req.gen.voice, speaker_embd, msg, bad_input)) {
+    if (!engine.speaker_embd(lease->get(), req.gen.voice, speaker_embd, msg, bad_input,
+                             req.gen.icl ? &req.gen.ref_codes : nullptr)) {
         err = bad_input ? speech_error{400, "voice_unusable", "voice", msg}
                         : speech_error{500, "voice_unreadable", "voice", msg, "server_error"};
         return false;
+    }
+    if (req.gen.icl) {
+        // the transcript and the codes go into every segment's prompt: they must fit the slot's room
+        const int n_rows = engine.n_tokens(req.gen.voice.transcript) + (int) (req.gen.ref_codes.size() / 16) + 1;
+        if (n_rows > engine.max_icl_tokens()) {
+            err = {400, "voice_unusable", "voice", "voice " + quote_value(req.gen.voice.id) + " cannot be cloned in context: "
+                   "its transcript and recording take " + std::to_string(n_rows) + " prompt rows, this server reserves " +
+                   std::to_string(engine.max_icl_tokens()) + " (--tts-max-ref-seconds)"};
+            return false;
+        }
     }
     return true;
 }
@@ -813,7 +845,14 @@ server_http_res_ptr handle_voices(speech_engine & engine) {
     json unusable = json::array();
     for (const auto & v : engine.voices()) {
         if (v.reason.empty()) {
-            voices.push_back({{"id", v.id}, {"name", v.id}, {"type", v.type}});
+            json item = {{"id", v.id}, {"name", v.id}, {"type", v.type}};
+            if (v.type == "cloned") {
+                item["mode"] = v.mode; // "icl": recording + transcript in context, "xvector": speaker embedding
+                if (!v.note.empty()) {
+                    item["note"] = v.note;
+                }
+            }
+            voices.push_back(item);
         } else {
             unusable.push_back({{"id", v.id}, {"reason", v.reason}});
         }
