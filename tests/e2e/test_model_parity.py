@@ -186,11 +186,19 @@ def icl(built):
     return root, hf, out
 
 
+@pytest.fixture
+def icl_work(built, icl):
+    """The ICL checkpoint with the module's work dir set again for this test (tests/conftest.py clears
+    Q3BUILD_* for every test, so without this `model parity` would run the project's own stage)."""
+    built[1].setenv("Q3BUILD_WORK_DIR", str(built[0] / "work"))
+    return icl
+
+
 @pytest.mark.parametrize("layout", ["nonstreaming", "streaming"])
 @pytest.mark.parametrize("ref, text", [("icl-2s.wav", ICL_LONG_TEXT),          # streaming: T1 > T2
                                        ("icl-12s.wav", "Hello from a tiny model.")])  # T1 <= T2, > 10 s
-def test_icl_matches_the_reference(icl, capsys, layout, ref, text):
-    root, hf, out = icl
+def test_icl_matches_the_reference(icl_work, capsys, layout, ref, text):
+    root, hf, out = icl_work
     capsys.readouterr()
     rc = q3("model", "parity", str(hf), "--model", str(out), "--reference-wav", str(root / ref),
             "--reference-text", ICL_REF_TEXT, "--text", text, "--frames", "24", "--layout", layout, "--json")
