@@ -78,7 +78,7 @@ def test_kernels_riscv64_pass_under_qemu(q3):
     rc, s = q3("kernels", "--target", "riscv64", "--json")
     assert s is not None, "no JSON summary"
     runs = {(r["test"], r["vlen"], r["op"]): r for r in s["runs"]}
-    ops = ("MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D")
+    ops = ("MUL_MAT", "GET_ROWS", "ROPE", "RMS_NORM", "SOFT_MAX", "IM2COL", "CONV_TRANSPOSE_1D", "SNAKE_FUSE")
     assert set(runs) == {("test-quantize-fns", v, None) for v in (128, 256, 1024)} | {
         ("test-backend-ops", 256, op) for op in ops}
     for key, r in runs.items():
