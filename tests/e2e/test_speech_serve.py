@@ -17,6 +17,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 
 import openai
 import pytest
@@ -200,18 +201,31 @@ def test_slots_list_the_speech_slots_and_what_they_do(server):
     assert [s["speech_slot"] for s in speech_slots] == [0, 1]
     assert len({s["id"] for s in idle}) == len(idle)         # ids stay unique next to the chat slots
     assert not any(s["is_processing"] for s in speech_slots)
-    r = requests.post(f"{server.base}/v1/audio/speech", stream=True, timeout=60,
-                      json={"input": TEXT, "voice": "vivian", "max_frames": 400, "stream_format": "audio",
-                            "response_format": "pcm"})
+    # a tiny model can finish a request between two client calls, so /slots and /metrics are polled
+    # for as long as the request runs (a poll that never sees it working fails the test)
+    seen, processing, done = [], [], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            busy = [s for s in requests.get(f"{server.base}/slots", timeout=10).json() if s.get("type") == "speech"]
+            if any(s["is_processing"] for s in busy):
+                seen.append(busy)
+            processing.append(metrics(server)["speech_requests_processing"])
+
+    poller = threading.Thread(target=poll)
+    poller.start()
     try:
-        next(r.iter_content(chunk_size=None))
-        busy = [s for s in requests.get(f"{server.base}/slots", timeout=10).json() if s.get("type") == "speech"]
-        assert sum(s["is_processing"] for s in busy) == 1
-        working = next(s for s in busy if s["is_processing"])
-        assert working["n_frames"] >= 1 and working["t_request_ms"] >= 0
-        assert metrics(server)["speech_requests_processing"] == 1
+        r = requests.post(f"{server.base}/v1/audio/speech", timeout=60,
+                          json={"input": " ".join([TEXT] * 4), "voice": "vivian", "max_frames": 400,
+                                "stream_format": "audio", "response_format": "pcm"})
+        assert r.status_code == 200 and r.content
     finally:
-        r.close()
+        done.set()
+        poller.join()
+    assert seen, "no /slots poll saw the request on a speech slot"
+    assert all(sum(s["is_processing"] for s in busy) == 1 for busy in seen)
+    assert any(s["n_frames"] >= 1 and s["t_request_ms"] >= 0 for busy in seen for s in busy if s["is_processing"])
+    assert 1 in processing and max(processing) == 1
 
 
 def test_without_metrics_the_endpoint_stays_off(built):
