@@ -194,13 +194,18 @@ def check_flac(run: Run) -> str:
         import soundfile
     except ImportError:
         return f"{len(r.content)} bytes, fLaC magic (soundfile not installed: not decoded)"
+    return _audio_checks(_decoded_mono(soundfile, r.content, "flac").tobytes(), "flac", run.settings)
+
+
+def _decoded_mono(soundfile, content: bytes, fmt: str):
+    """A compressed response decoded by libsndfile to int16 samples, which must be 24 kHz mono."""
     try:
-        data, rate = soundfile.read(io.BytesIO(r.content), dtype="int16")
+        data, rate = soundfile.read(io.BytesIO(content), dtype="int16")
     except RuntimeError as e:
-        raise Failed(f"flac: does not decode: {e}") from None
+        raise Failed(f"{fmt}: does not decode: {e}") from None
     if rate != SAMPLE_RATE or data.ndim != 1:
-        raise Failed(f"flac: {rate} Hz, shape {data.shape}; expected {SAMPLE_RATE} Hz mono")
-    return _audio_checks(data.tobytes(), "flac", run.settings)
+        raise Failed(f"{fmt}: {rate} Hz, shape {data.shape}; expected {SAMPLE_RATE} Hz mono")
+    return data
 
 
 def check_compressed(run: Run) -> str:
@@ -225,12 +230,7 @@ def check_compressed(run: Run) -> str:
         if soundfile is None or decodable[fmt] not in soundfile.available_formats():
             out.append(f"{fmt} {len(r.content)} bytes (this libsndfile cannot decode it: not decoded)")
             continue
-        try:
-            data, rate = soundfile.read(io.BytesIO(r.content), dtype="int16")
-        except RuntimeError as e:
-            raise Failed(f"{fmt}: does not decode: {e}") from None
-        if rate != SAMPLE_RATE or data.ndim != 1:
-            raise Failed(f"{fmt}: {rate} Hz, shape {data.shape}; expected {SAMPLE_RATE} Hz mono")
+        data = _decoded_mono(soundfile, r.content, fmt)
         if run.wav is not None and len(data) != len(run.wav.data) // 2:
             raise Failed(f"{fmt}: decodes to {len(data)} samples, the wav of the same seed has {len(run.wav.data) // 2}")
         _audio_checks(data.tobytes(), fmt, run.settings)

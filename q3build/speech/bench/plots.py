@@ -47,9 +47,19 @@ def _per_frame(st: Mapping | None, frames: int | None) -> list[float] | None:
     return [prompt] + [float(st.get(k) or 0.0) for k, _ in STAGES[1:]]
 
 
-def _save(fig, path: Path) -> None:
+def _save(plt, fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _finish(plt, fig, ax, path: Path, title: str, grid_axis: str = "both") -> bool:
+    """The common end of a one-axis plot: grid, legend, title, written to path."""
+    ax.grid(axis=grid_axis, alpha=0.3)
+    ax.legend(frameon=False)
+    ax.set_title(title)
+    _save(plt, fig, path)
+    return True
 
 
 def stages_plot(plt, run: Mapping, path: Path) -> bool:
@@ -83,8 +93,7 @@ def stages_plot(plt, run: Mapping, path: Path) -> bool:
     axes[0][0].set_ylabel("ms per frame (80 ms of audio)")
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.suptitle(f"{run.get('shape')} shape: time per frame by stage, ours (llama-tts) vs the reference", y=1.03)
-    _save(fig, path)
-    plt.close(fig)
+    _save(plt, fig, path)
     return True
 
 
@@ -101,12 +110,8 @@ def ttfa_plot(plt, run: Mapping, path: Path) -> bool:
         ax.bar([i + 0.2 for i in x], [w or 0.0 for w in warm], width=0.4, color=COLOURS[3], label="warm")
     ax.set_xticks(x, [f"{c['quant']}\n{c['threads']} thr" for c in rows])
     ax.set_ylabel("ms to first audio")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(frameon=False)
-    ax.set_title(f"{run.get('shape')} shape: time to first audio through llama-server (streamed)")
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, ax, path, f"{run.get('shape')} shape: time to first audio through llama-server (streamed)",
+                   grid_axis="y")
 
 
 def decoder_plot(plt, run: Mapping, path: Path) -> bool:
@@ -122,12 +127,7 @@ def decoder_plot(plt, run: Mapping, path: Path) -> bool:
     ax.set_xlabel("frames per decoder call")
     ax.set_ylabel("ms per frame")
     ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
-    ax.set_title(f"{run.get('shape')} shape: codec decoder cost by batch size")
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, ax, path, f"{run.get('shape')} shape: codec decoder cost by batch size")
 
 
 def concurrency_plot(plt, run: Mapping, path: Path) -> bool:
@@ -149,12 +149,7 @@ def concurrency_plot(plt, run: Mapping, path: Path) -> bool:
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel("audio seconds per second (all streams)")
     ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
-    ax.set_title(f"{run.get('shape')} shape: throughput vs concurrent streams")
-    _save(fig, path)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, ax, path, f"{run.get('shape')} shape: throughput vs concurrent streams")
 
 
 PLOTS = (("stages", stages_plot, "time per frame by stage, ours vs the reference"),
