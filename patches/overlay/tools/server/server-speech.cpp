@@ -917,10 +917,12 @@ static bool mmproj_generates_audio(const std::string & path) {
     return gen;
 }
 
-void server_speech::prepare(common_params & params) const {
+void server_speech::prepare(common_params & params) {
     if (params.mmproj.path.empty() || !mmproj_generates_audio(params.mmproj.path)) {
         return;
     }
+    mmproj_path = params.mmproj.path;
+    params.mmproj = {};
     // a client that stops reading a stream blocks its slot's generation in a socket write: the
     // server's write timeout (--timeout, an hour by default) becomes the speech stream's
     if (params.tts_stream_timeout > 0 && params.tts_stream_timeout < params.timeout_write) {
@@ -937,7 +939,11 @@ void server_speech::prepare(common_params & params) const {
 }
 
 bool server_speech::load(const common_params & params, const llama_model * model) {
-    engine->load(params, model);
+    common_params speech_params = params;
+    if (!mmproj_path.empty()) {
+        speech_params.mmproj.path = mmproj_path;
+    }
+    engine->load(speech_params, model);
     if (!engine->startup_error().empty()) {
         LOG_ERR("speech: %s\n", engine->startup_error().c_str());
         return false;

@@ -3,6 +3,7 @@
 #include "server-http.h"
 
 #include <memory>
+#include <string>
 
 struct common_params;
 struct llama_model;
@@ -17,10 +18,11 @@ struct server_speech {
     server_speech();
     ~server_speech();
 
-    // before the HTTP server starts: with an audio-generating mmproj, the write timeout becomes
-    // --tts-stream-timeout and, without -c, the server's own (chat) context on the talker is made
-    // small, since speech runs on contexts of its own
-    void prepare(common_params & params) const;
+    // before the HTTP server starts: an audio-generating mmproj is taken for speech (the server's chat
+    // side cannot use it, so it does not load it too: no second copy of its weights, no second
+    // warm-up), the write timeout becomes --tts-stream-timeout and, without -c, the server's own
+    // (chat) context on the talker is made small, since speech runs on contexts of its own
+    void prepare(common_params & params);
 
     // after the server loaded its model: enables speech when it is a Qwen3-TTS talker and --mmproj
     // generates audio; otherwise the routes keep answering 501. false (with the one-line reason logged)
@@ -39,6 +41,7 @@ struct server_speech {
     server_http_context::handler_t get_voices;  // GET  /v1/audio/voices
 
     std::unique_ptr<speech_engine> engine;
+    std::string mmproj_path; // the audio-generating mmproj prepare() took from the chat side
 };
 
 // registers the routes under /v1/audio/... and /audio/...; the handlers never throw
