@@ -93,7 +93,8 @@ def test_verify_passes_and_runs_the_binary(built, capsys, tmp_path):
     assert built.q3("verify", res["archive"], "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert [(c["name"], c["status"]) for c in out["checks"]] == [
-        ("archive", "ok"), ("sha256sums", "ok"), ("manifest", "ok"), ("sbom", "ok"), ("smoke", "ok")]
+        ("archive", "ok"), ("sha256sums", "ok"), ("manifest", "ok"), ("sbom", "ok"), ("licenses", "ok"),
+        ("smoke", "ok")]
     assert "native: version: fake (build 4242" in out["checks"][-1]["detail"]
 
 
