@@ -8,7 +8,9 @@ text is taken from where the archive came from:
 - a Debian root (this machine, or a sysroot made from Debian packages): the package that owns the
   archive, read from ``<root>/var/lib/dpkg/info/*.list`` (what ``dpkg -S`` reads), its version and
   architecture from ``<root>/var/lib/dpkg/status``, its text from ``usr/share/doc/<package>/copyright``
-  (or that of another binary package of the same source, when a minimal image dropped it);
+  (or that of another binary package of the same source, when a minimal image dropped it), and the
+  full licences that copyright file refers to in ``usr/share/common-licenses/`` (Debian gives LGPL-2
+  only by reference there), under ``share/licenses/<component>/common-licenses/``;
 - otherwise (a sysroot built by hand or by another distribution): licence files (copyright,
   COPYING*, LICENSE*, LICENCE*, NOTICE*) in ``usr/share/licenses/<name>/`` or ``usr/share/doc/<name>/``
   (also under ``share/`` and ``usr/local/share/``), and the version from the pkg-config file whose
@@ -16,8 +18,8 @@ text is taken from where the archive came from:
   is recorded as unknown.
 
 A linked library whose licence text cannot be found is an error: the archive could not be
-distributed as it stands (LGPL-2.0 §6 and the BSD licences' second clause both require the text to
-accompany binaries), so ``package`` refuses it, naming where it looked. No processes are run.
+distributed as it stands (the LGPL requires a copy of it with the binaries, the BSD licences' second
+clause their notice in the documentation of a binary distribution), so ``package`` refuses it, naming where it looked. No processes are run.
 """
 
 from __future__ import annotations
@@ -164,6 +166,22 @@ def _source_of(root: Path, archive: Path) -> str:
     return str(archive) if root == Path("/") else f"sysroot:{_rel(archive, root)}"
 
 
+def _common_licenses(root: Path, text: LicenseText, dest: str) -> tuple[list[LicenseText], list[str]]:
+    """Debian copyright files give the long licences (LGPL-2, …) by reference to base-files'
+    /usr/share/common-licenses: the archive needs the full texts, so it takes those along.
+    (texts, the referenced paths that are missing)."""
+    refs = sorted(set(re.findall(r"/usr/share/common-licenses/([A-Za-z0-9+_-]+(?:\.[A-Za-z0-9+_-]+)*)",
+                                 text.data.decode(errors="replace"))))
+    texts, missing = [], []
+    for ref in refs:
+        path = root / "usr/share/common-licenses" / ref
+        if path.is_file():
+            texts.append(LicenseText(f"{dest}/common-licenses/{ref}", path.read_bytes(), _source_of(root, path)))
+        else:
+            missing.append(f"usr/share/common-licenses/{ref}")
+    return texts, missing
+
+
 def _from_dpkg(root: Path, f: FoundLibrary, archive: Path, dest: str):
     owner = _dpkg_owner(root, archive, tuple(f.library.apt))
     if owner is None:
@@ -178,17 +196,21 @@ def _from_dpkg(root: Path, f: FoundLibrary, archive: Path, dest: str):
     # this package's copyright, else that of another binary package built from the same source
     candidates = [pkg, *sorted(p for (p, _), v in status.items()
                                if p != pkg and v.get("Source", p).split()[0] == source)]
-    text = None
-    for c in candidates:
-        path = root / "usr/share/doc" / c / "copyright"
-        if path.is_file():
-            text = LicenseText(f"{dest}/copyright", path.read_bytes(), _source_of(root, path))
-            break
-    purl = f"pkg:deb/{_os_id(root)}/{pkg}@{version}" + (f"?arch={arch}" if arch else "") if version else None
-    origin = {"kind": "deb", "package": pkg, "version": version, "arch": arch or None, "source": source}
     looked = f"usr/share/doc/{{{','.join(candidates)}}}/copyright" if len(candidates) > 1 \
         else f"usr/share/doc/{pkg}/copyright"
-    return version, origin, purl, (text,) if text else (), looked
+    texts: tuple[LicenseText, ...] = ()
+    path = next((root / "usr/share/doc" / c / "copyright" for c in candidates
+                 if (root / "usr/share/doc" / c / "copyright").is_file()), None)
+    if path is not None:
+        text = LicenseText(f"{dest}/copyright", path.read_bytes(), _source_of(root, path))
+        common, missing = _common_licenses(root, text, dest)
+        if missing:     # a copyright without the licence it points to is not the licence
+            looked = f"{', '.join(missing)}, which {_rel(path, root)} refers to"
+        else:
+            texts = (text, *common)
+    purl = f"pkg:deb/{_os_id(root)}/{pkg}@{version}" + (f"?arch={arch}" if arch else "") if version else None
+    origin = {"kind": "deb", "package": pkg, "version": version, "arch": arch or None, "source": source}
+    return version, origin, purl, texts, looked
 
 
 def _pc_version(root: Path, archive: Path, lib: str) -> str | None:
