@@ -2,7 +2,8 @@
 
 llama.cpp's own LICENSE (and its ``licenses/`` directory) comes from the synced tree. The optional
 libraries of the recipe (``libraries:``, the speech service's LAME, libopus and libogg) are linked as
-static archives when the build found them; each linked archive becomes a component whose licence
+static archives when the build found them (the archive CMake linked, from the build directory's
+cache, else the one the plan found); each linked archive becomes a component whose licence
 text is taken from where the archive came from:
 
 - a Debian root (this machine, or a sysroot made from Debian packages): the package that owns the
@@ -13,13 +14,16 @@ text is taken from where the archive came from:
   only by reference there), under ``share/licenses/<component>/common-licenses/``;
 - otherwise (a sysroot built by hand or by another distribution): licence files (copyright,
   COPYING*, LICENSE*, LICENCE*, NOTICE*) in ``usr/share/licenses/<name>/`` or ``usr/share/doc/<name>/``
-  (also under ``share/`` and ``usr/local/share/``), and the version from the pkg-config file whose
+  (also under ``share/`` and ``usr/local/share/``, and first under ``<prefix>/share/`` of an archive
+  installed in a prefix of its own, such as a modified LAME linked with ``make -D
+  Q3_SPEECH_LIB_mp3lame=<prefix>/lib/libmp3lame.a``), and the version from the pkg-config file whose
   ``Libs:`` names the library. These headers carry no version macro, so without either the version
   is recorded as unknown.
 
 A linked library whose licence text cannot be found is an error: the archive could not be
 distributed as it stands (the LGPL requires a copy of it with the binaries, the BSD licences' second
-clause their notice in the documentation of a binary distribution), so ``package`` refuses it, naming where it looked. No processes are run.
+clause their notice in the documentation of a binary distribution), so ``package`` refuses it,
+naming where it looked. No processes are run.
 """
 
 from __future__ import annotations
@@ -86,24 +90,24 @@ def _cmake_cache(plan: BuildPlan) -> dict[str, str]:
 
 def linked(plan: BuildPlan) -> list[tuple[FoundLibrary, str, Path]]:
     """(found library, lib name, archive path) for every archive the build linked: its switch is not
-    OFF and the archive is the one the plan found (or, when the plan did not, the one CMake found,
-    from the overlay's ``Q3_SPEECH_LIB_<lib>`` cache entry)."""
+    OFF, and the archive is the one CMake linked (the overlay's ``Q3_SPEECH_LIB_<lib>`` cache entry,
+    which ``-D Q3_SPEECH_LIB_mp3lame=…`` can point at a modified build), else the one the plan found."""
     cache = _cmake_cache(plan)
     out = []
     for f in plan.libraries:
         mode = plan.cmake_value(f.library.cmake)
         if not _on(mode):
             continue
-        if f.found:
-            archives = [f.archive(lib) for lib in f.library.libs]
-        else:
-            archives = [cache.get(f"Q3_SPEECH_LIB_{lib}", "") for lib in f.library.libs]
-            if not all(a and not a.endswith("NOTFOUND") for a in archives):
-                if str(mode).upper() == "AUTO":
-                    continue            # CMake did not find them either: left out
-                raise BuildError(f"{f.library.cmake} is {mode} for target {plan.target_name} but "
-                                 f"{', '.join(f.missing)} not found in {f.where}: cannot tell which archives "
-                                 "were linked, so not which licence texts to ship")
+        archives = []
+        for lib in f.library.libs:
+            linked_ = cache.get(f"Q3_SPEECH_LIB_{lib}", "")
+            archives.append(linked_ if linked_ and not linked_.endswith("NOTFOUND") else f.archive(lib))
+        if None in archives:
+            if str(mode).upper() == "AUTO":
+                continue            # CMake did not find them either: left out
+            raise BuildError(f"{f.library.cmake} is {mode} for target {plan.target_name} but "
+                             f"{', '.join(f.missing)} not found in {f.where}: cannot tell which archives "
+                             "were linked, so not which licence texts to ship")
         out += [(f, lib, Path(a)) for lib, a in zip(f.library.libs, archives)]
     return out
 
@@ -162,8 +166,10 @@ def _os_id(root: Path) -> str:
     return "debian"
 
 
-def _source_of(root: Path, archive: Path) -> str:
-    return str(archive) if root == Path("/") else f"sysroot:{_rel(archive, root)}"
+def _source_of(root: Path, path: Path) -> str:
+    """Where a file was read, for the manifest: its path on this machine, or sysroot:<relative path>
+    (the sysroot's location is this machine's business)."""
+    return str(path) if root == Path("/") or not path.is_relative_to(root) else f"sysroot:{_rel(path, root)}"
 
 
 def _common_licenses(root: Path, text: LicenseText, dest: str) -> tuple[list[LicenseText], list[str]]:
@@ -229,6 +235,10 @@ def _pc_version(root: Path, archive: Path, lib: str) -> str | None:
 def _from_files(root: Path, name: str, lib: str, archive: Path, dest: str):
     names = sorted({name.lower(), lib, f"lib{lib}"})
     bases = [root / "usr/share", root / "share", root / "usr/local/share"]
+    # an archive installed outside the standard directories (a prefix of its own: <prefix>/lib/libX.a)
+    prefix = next((p.parent for p in archive.parents if p.name.startswith("lib")), archive.parent)
+    if prefix / "share" not in bases and prefix != root:
+        bases.insert(0, prefix / "share")
     texts: list[LicenseText] = []
     for base in bases:
         for kind in ("licenses", "doc"):
@@ -251,6 +261,8 @@ def _from_files(root: Path, name: str, lib: str, archive: Path, dest: str):
     version = _pc_version(root, archive, lib)
     looked = f"{{usr/,usr/local/,}}share/{{licenses,doc}}/{{{','.join(names)}}}[-VERSION]/" \
              "{copyright,COPYING*,LICENSE*,LICENCE*,NOTICE*}"
+    if bases[0] == prefix / "share":
+        looked += f" and {_source_of(root, prefix / 'share')}/…"
     return version, {"kind": "files"}, None, tuple(texts), looked
 
 

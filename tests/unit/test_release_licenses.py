@@ -107,6 +107,26 @@ def test_a_copyright_whose_referenced_licence_is_missing_is_refused(project, tmp
     assert "usr/share/common-licenses/LGPL-2, which usr/share/doc/libmp3lame-dev/copyright refers to" in str(e.value)
 
 
+def test_a_modified_lame_linked_from_its_own_prefix_ships_that_prefix_text(project, tmp_path):
+    # the relinking route the README describes: make -D Q3_SPEECH_LIB_mp3lame=<prefix>/lib/libmp3lame.a
+    debian_root(tmp_path / "machine")
+    prefix = tmp_path / "lame-mod"
+    touch(prefix, "lib/libmp3lame.a")
+    touch(prefix, "share/doc/lame/COPYING", data=b"LGPL (modified LAME)\n")
+    plan = plan_mod.resolve(project, "host", ENV)
+    plan.build_dir.mkdir(parents=True)
+    (plan.build_dir / "CMakeCache.txt").write_text(
+        f"Q3_SPEECH_LIB_mp3lame:FILEPATH={prefix}/lib/libmp3lame.a\nQ3_SPEECH_LIB_ogg:FILEPATH=Q3_SPEECH_LIB_ogg-NOTFOUND\n")
+    comps = by_name(plan)
+    assert comps["LAME"].archive == str(prefix / "lib/libmp3lame.a") and comps["LAME"].origin == {"kind": "files"}
+    assert [(t.path, t.data) for t in comps["LAME"].texts] == [("share/licenses/LAME/COPYING", b"LGPL (modified LAME)\n")]
+    assert comps["libogg"].archive == "usr/lib/libogg.a"      # not in CMake's cache: the plan's
+    (prefix / "share/doc/lame/COPYING").unlink()
+    with pytest.raises(BuildError) as e:
+        licenses.components(plan)
+    assert f"and {prefix}/share/…" in str(e.value)
+
+
 def test_a_library_switched_off_or_not_found_ships_no_text(project, tmp_path):
     debian_root(tmp_path / "machine")
     plan = plan_mod.resolve(project, "host", ENV, plan_mod.Options(cmake_defines=("Q3_SPEECH_MP3=OFF",)))
