@@ -60,7 +60,7 @@ class Component:
     license: str                      # SPDX id
     linkage: str                      # static (or the llama.cpp build's linkage)
     library: str | None = None        # the recipe's lib name (mp3lame); None for llama.cpp
-    archive: str | None = None        # the archive linked, relative to its root (usr/lib/…/libmp3lame.a)
+    archive: str | None = None        # the archive linked: /usr/lib/…/libmp3lame.a, or sysroot:usr/lib/…
     origin: dict = field(default_factory=dict)   # {"kind": "deb", "package", "version", "arch"} or files
     purl: str | None = None
     texts: tuple[LicenseText, ...] = ()
@@ -286,6 +286,6 @@ def components(plan: BuildPlan) -> list[Component]:
                 f"text in {where} (looked for {looked}); add it there, or build without it: "
                 f"q3build make --target {plan.target_name} -D {f.library.cmake}=OFF")
         out.append(Component(ref=f"lib:{lib}", name=meta.component, version=version, license=meta.spdx,
-                             linkage="static", library=lib, archive=_rel(archive, root), origin=origin,
+                             linkage="static", library=lib, archive=_source_of(root, archive), origin=origin,
                              purl=purl, texts=texts))
     return out

@@ -245,7 +245,7 @@ def test_an_archive_with_the_codecs_carries_their_licences(built_codecs, capsys,
         assert files[path] == text
         c = man[name]
         assert (c["version"], c["license"], c["linkage"], c["library"], c["archive"]) == (
-            version, spdx, "static", lib, f"usr/lib/lib{lib}.a")
+            version, spdx, "static", lib, f"sysroot:usr/lib/lib{lib}.a")
         assert c["license_files"] == [{"path": path, "sha256": hashlib.sha256(text).hexdigest(),
                                        "source": f"sysroot:usr/share/doc/{pkg}/copyright"}]
         b = bom[f"lib:{lib}"]

@@ -66,7 +66,7 @@ def test_the_host_takes_each_text_from_the_debian_package_that_owns_the_archive(
     assert sorted(comps) == ["LAME", "libogg", "libopus"]
     lame = comps["LAME"]
     assert (lame.version, lame.license, lame.linkage, lame.archive) == (
-        "3.100-6", "LGPL-2.0-or-later", "static", "usr/lib/libmp3lame.a")
+        "3.100-6", "LGPL-2.0-or-later", "static", "sysroot:usr/lib/libmp3lame.a")
     assert lame.purl == "pkg:deb/debian/libmp3lame-dev@3.100-6?arch=amd64"
     assert lame.origin == {"kind": "deb", "package": "libmp3lame-dev", "version": "3.100-6", "arch": "amd64",
                            "source": "lame"}
@@ -116,11 +116,13 @@ def test_a_modified_lame_linked_from_its_own_prefix_ships_that_prefix_text(proje
     plan = plan_mod.resolve(project, "host", ENV)
     plan.build_dir.mkdir(parents=True)
     (plan.build_dir / "CMakeCache.txt").write_text(
-        f"Q3_SPEECH_LIB_mp3lame:FILEPATH={prefix}/lib/libmp3lame.a\nQ3_SPEECH_LIB_ogg:FILEPATH=Q3_SPEECH_LIB_ogg-NOTFOUND\n")
+        f"Q3_SPEECH_LIB_mp3lame:FILEPATH={prefix}/lib/libmp3lame.a\n"
+        "Q3_SPEECH_LIB_ogg:FILEPATH=Q3_SPEECH_LIB_ogg-NOTFOUND\n")
     comps = by_name(plan)
     assert comps["LAME"].archive == str(prefix / "lib/libmp3lame.a") and comps["LAME"].origin == {"kind": "files"}
-    assert [(t.path, t.data) for t in comps["LAME"].texts] == [("share/licenses/LAME/COPYING", b"LGPL (modified LAME)\n")]
-    assert comps["libogg"].archive == "usr/lib/libogg.a"      # not in CMake's cache: the plan's
+    assert [(t.path, t.data) for t in comps["LAME"].texts] == [
+        ("share/licenses/LAME/COPYING", b"LGPL (modified LAME)\n")]
+    assert comps["libogg"].archive == "sysroot:usr/lib/libogg.a"      # not in CMake's cache: the plan's
     (prefix / "share/doc/lame/COPYING").unlink()
     with pytest.raises(BuildError) as e:
         licenses.components(plan)
