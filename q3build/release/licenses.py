@@ -283,8 +283,8 @@ def components(plan: BuildPlan) -> list[Component]:
             where = "this machine" if root == Path("/") else f"sysroot {root}"
             raise BuildError(
                 f"{meta.component} ({_rel(archive, root)}, linked into target {plan.target_name}): no licence "
-                f"text in {where} (looked for {looked}); add it there, or build without it: "
-                f"q3build make --target {plan.target_name} -D {f.library.cmake}=OFF")
+                f"text in {where} (looked for {looked}); add it there, or make and package without it "
+                f"with CMAKE_ARGS=-D{f.library.cmake}=OFF")
         out.append(Component(ref=f"lib:{lib}", name=meta.component, version=version, license=meta.spdx,
                              linkage="static", library=lib, archive=_source_of(root, archive), origin=origin,
                              purl=purl, texts=texts))

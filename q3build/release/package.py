@@ -92,6 +92,12 @@ def collect_files(project: Project, plan: BuildPlan,
         for p in sorted(lic_dir.iterdir()):
             if p.is_file():
                 files[f"share/licenses/llama.cpp/{p.name}"] = (p.read_bytes(), False)
+    # the vendored libraries that keep their licence next to them (vendor/cpp-httplib/LICENSE)
+    vendor = src / "vendor"
+    if vendor.is_dir():
+        for p in sorted(vendor.glob("*/*")):
+            if p.is_file() and licenses.LICENSE_NAMES.match(p.name):
+                files[f"share/licenses/llama.cpp/vendor/{p.parent.name}/{p.name}"] = (p.read_bytes(), False)
     for c in third_party or ():
         for t in c.texts:
             files[t.path] = (t.data, False)
@@ -99,14 +105,14 @@ def collect_files(project: Project, plan: BuildPlan,
 
 
 def llama_component(plan: BuildPlan, files: dict[str, tuple[bytes, bool]], linkage: str) -> licenses.Component:
-    """llama.cpp itself as a licence record: its LICENSE and licenses/ texts (vendored code) as packaged."""
+    """llama.cpp itself as a licence record: its LICENSE, licenses/ and vendor/*/LICENSE texts as packaged."""
     up = plan.pin.upstream
     texts = []
     for p, (data, _) in sorted(files.items()):
         if p.startswith("share/licenses/llama.cpp/"):
-            name = p.rsplit("/", 1)[1]
-            texts.append(licenses.LicenseText(p, data, f"llama.cpp@{up.commit}:"
-                                                       + (name if name == "LICENSE" else f"licenses/{name}")))
+            rel = p[len("share/licenses/llama.cpp/"):]
+            where = rel if rel == "LICENSE" or rel.startswith("vendor/") else f"licenses/{rel}"
+            texts.append(licenses.LicenseText(p, data, f"llama.cpp@{up.commit}:{where}"))
     return licenses.Component(ref="llama.cpp", name=up.name, version=up.tag, license="MIT", linkage=linkage,
                               origin={"kind": "pin", "commit": up.commit}, purl=_purl(plan), texts=tuple(texts))
 

@@ -219,6 +219,9 @@ def built_codecs(proj, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(libraries, "search_dirs", lambda target, r=None: real(target, r or str(root)))
     (proj.root / "recipes" / "host.yaml").write_text((proj.root / "recipes" / "host.yaml").read_text() + LIBRARIES)
     (proj.root / "patches" / "overlay" / "LICENSE").write_text("MIT License (fake upstream)\n")
+    # a vendored library with its licence next to it, as llama.cpp's vendor/cpp-httplib/LICENSE
+    (proj.root / "patches" / "overlay" / "vendor" / "fakehttp").mkdir(parents=True)
+    (proj.root / "patches" / "overlay" / "vendor" / "fakehttp" / "LICENSE").write_text("MIT (fakehttp)\n")
     assert proj.q3("sync") == 0
     assert proj.q3("make", "--target", "host") == 0
     capsys.readouterr()
@@ -254,7 +257,10 @@ def test_an_archive_with_the_codecs_carries_their_licences(built_codecs, capsys,
         props = {(p["name"], p["value"]) for p in b["properties"]}
         assert {("q3build:linkage", "static"), ("q3build:license-file", path)} <= props
     assert man["llama.cpp"]["license"] == "MIT"
-    assert [t["path"] for t in man["llama.cpp"]["license_files"]] == ["share/licenses/llama.cpp/LICENSE"]
+    assert [(t["path"], t["source"].split(":", 1)[1]) for t in man["llama.cpp"]["license_files"]] == [
+        ("share/licenses/llama.cpp/LICENSE", "LICENSE"),
+        ("share/licenses/llama.cpp/vendor/fakehttp/LICENSE", "vendor/fakehttp/LICENSE")]
+    assert files["share/licenses/llama.cpp/vendor/fakehttp/LICENSE"] == b"MIT (fakehttp)\n"
     assert built_codecs.q3("verify", res["archive"], "--json") == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["licenses"]["status"] == "ok"

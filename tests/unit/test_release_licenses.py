@@ -95,7 +95,7 @@ def test_a_minimal_image_without_the_dev_packages_copyright_uses_its_sources_oth
         licenses.components(plan_mod.resolve(project, "host", ENV))
     assert str(e.value).startswith("libopus (usr/lib/libopus.a, linked into target host): no licence text in ")
     assert "usr/share/doc/{libopus-dev,libopus0}/copyright" in str(e.value)
-    assert "-D Q3_SPEECH_OPUS=OFF" in str(e.value)
+    assert str(e.value).endswith("or make and package without it with CMAKE_ARGS=-DQ3_SPEECH_OPUS=OFF")
 
 
 def test_a_copyright_whose_referenced_licence_is_missing_is_refused(project, tmp_path):
