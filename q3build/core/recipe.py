@@ -113,6 +113,12 @@ class Runtime:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LibraryLicense:
+    component: str = doc("the component's name in the release's SBOM and share/licenses/<component>/ (e.g. LAME)")
+    spdx: str = doc("its SPDX licence id (e.g. LGPL-2.0-or-later)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Library:
     purpose: str = doc("what it gives the build, one line")
     cmake: str = doc("CMake switch the plan sets: ON when every header and archive is found, OFF otherwise "
@@ -120,6 +126,8 @@ class Library:
     headers: list[str] = doc("headers that must exist, relative to an include directory (e.g. lame/lame.h)")
     libs: list[str] = doc("libraries whose static archive lib<name>.a must exist (e.g. mp3lame)")
     apt: list[str] = doc("Debian -dev packages that provide them (for the host; doctor names them)", default=())
+    licenses: dict[str, LibraryLicense] = doc("for each of libs: the component and licence the release records "
+                                              "(package ships its licence text when it is linked)", default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +187,17 @@ def _checks(t: Target, error) -> None:
         for i, n in enumerate(lib.libs):
             if not re.fullmatch(r"[A-Za-z0-9_+.-]+", n) or n.startswith("lib"):
                 error(("libraries", name, "libs", i), f"{n!r}: expected a library name without lib/.a (e.g. mp3lame)")
+            if n not in (lib.licenses or {}):
+                error(("libraries", name, "licenses"), f"no entry for {n}: a linked library needs its component "
+                                                       "name and SPDX licence id (the release ships its text)")
+        for n, lic in (lib.licenses or {}).items():
+            if n not in lib.libs:
+                error(("libraries", name, "licenses", n), f"{n!r} is not one of libs ({', '.join(lib.libs)})")
+            if not re.fullmatch(r"[A-Za-z0-9.+-]+( (AND|OR|WITH) [A-Za-z0-9.+-]+)*", lic.spdx):
+                error(("libraries", name, "licenses", n, "spdx"), f"{lic.spdx!r} is not an SPDX licence expression")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", lic.component):
+                error(("libraries", name, "licenses", n, "component"),
+                      f"{lic.component!r}: expected a name usable as a directory (letters, digits, . _ + -)")
     if not t.cmake.build_targets:
         error(("cmake", "build_targets"), "at least one target is required")
     for i, alias in enumerate(t.aliases):

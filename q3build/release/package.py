@@ -25,6 +25,7 @@ from q3build.core.plan import BuildPlan
 from q3build.core.series import LoadedSeries
 from q3build.errors import BuildError, InputError, WorkspaceError
 from q3build.project import Project
+from q3build.release import licenses
 from q3build.toolchains import emulation
 
 MANIFEST = "manifest.json"
@@ -68,8 +69,10 @@ def staged_build_info(plan: BuildPlan) -> dict:
     return info
 
 
-def collect_files(project: Project, plan: BuildPlan) -> dict[str, tuple[bytes, bool]]:
-    """Archive path (relative to the top directory) → (content, executable), before the generated files."""
+def collect_files(project: Project, plan: BuildPlan,
+                  third_party: list[licenses.Component] | None = None) -> dict[str, tuple[bytes, bool]]:
+    """Archive path (relative to the top directory) → (content, executable), before the generated files;
+    with the licence texts of the third-party components (see licenses.py)."""
     files: dict[str, tuple[bytes, bool]] = {}
     stage = plan.stage_dir
     for rel in plan.artifacts:
@@ -89,11 +92,38 @@ def collect_files(project: Project, plan: BuildPlan) -> dict[str, tuple[bytes, b
         for p in sorted(lic_dir.iterdir()):
             if p.is_file():
                 files[f"share/licenses/llama.cpp/{p.name}"] = (p.read_bytes(), False)
+    # the vendored libraries that keep their licence next to them (vendor/cpp-httplib/LICENSE)
+    vendor = src / "vendor"
+    if vendor.is_dir():
+        for p in sorted(vendor.glob("*/*")):
+            if p.is_file() and licenses.LICENSE_NAMES.match(p.name):
+                files[f"share/licenses/llama.cpp/vendor/{p.parent.name}/{p.name}"] = (p.read_bytes(), False)
+    for c in third_party or ():
+        for t in c.texts:
+            files[t.path] = (t.data, False)
     return files
 
 
+def llama_component(plan: BuildPlan, files: dict[str, tuple[bytes, bool]], linkage: str) -> licenses.Component:
+    """llama.cpp itself as a licence record: its LICENSE, licenses/ and vendor/*/LICENSE texts as packaged."""
+    up = plan.pin.upstream
+    texts = []
+    for p, (data, _) in sorted(files.items()):
+        if p.startswith("share/licenses/llama.cpp/"):
+            rel = p[len("share/licenses/llama.cpp/"):]
+            where = rel if rel == "LICENSE" or rel.startswith("vendor/") else f"licenses/{rel}"
+            texts.append(licenses.LicenseText(p, data, f"llama.cpp@{up.commit}:{where}"))
+    return licenses.Component(ref="llama.cpp", name=up.name, version=up.tag, license="MIT", linkage=linkage,
+                              origin={"kind": "pin", "commit": up.commit}, purl=_purl(plan), texts=tuple(texts))
+
+
+def _linkage(plan: BuildPlan) -> str:
+    return ("static" if str(plan.cmake_value("BUILD_SHARED_LIBS")).upper() in ("OFF", "FALSE", "0")
+            else "shared (rpath $ORIGIN/../lib)")
+
+
 def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict, files: dict, epoch: int,
-             validation: dict | None) -> dict:
+             validation: dict | None, third_party: list[licenses.Component] = ()) -> dict:
     t = plan.target
     entries = {e.file: e for e in series.patches}
     emu = None
@@ -125,8 +155,10 @@ def manifest(project: Project, plan: BuildPlan, series: LoadedSeries, info: dict
         "recipe": schema.to_record(t),
         "cmake": plan.cmake_record(),
         "toolchain": _toolchain(plan),
-        "linkage": "static" if str(plan.cmake_value("BUILD_SHARED_LIBS")).upper() in ("OFF", "FALSE", "0")
-                   else "shared (rpath $ORIGIN/../lib)",
+        "linkage": _linkage(plan),
+        # what the binaries contain from others, with the licence texts shipped for each (verify checks them)
+        "third_party": [llama_component(plan, files, _linkage(plan)).to_record(),
+                        *(c.to_record() for c in third_party)],
         "emulator": emu,
         "cache_key": plan.cache_key,
         "validation": validation,
@@ -153,7 +185,8 @@ def _purl(plan: BuildPlan) -> str:
 
 
 def sbom(plan: BuildPlan, man: dict, epoch: int) -> dict:
-    """CycloneDX 1.5 JSON: llama.cpp at its pin, each patch and the overlay with sha256, the binaries."""
+    """CycloneDX 1.5 JSON: llama.cpp at its pin, the libraries linked into the binaries (licence id,
+    linkage, licence text in the archive), each patch and the overlay with sha256, the binaries."""
     up = plan.pin.upstream
     llama = {"type": "library", "bom-ref": "llama.cpp", "name": up.name, "version": up.tag, "purl": _purl(plan),
              "licenses": [{"license": {"id": "MIT"}}],
@@ -171,14 +204,29 @@ def sbom(plan: BuildPlan, man: dict, epoch: int) -> dict:
     binaries = [{"type": "file", "bom-ref": f"file:{f['path']}", "name": f["path"],
                  "hashes": [{"alg": "SHA-256", "content": f["sha256"]}]}
                 for f in man["files"] if f["path"].startswith("bin/")]
-    refs = ["llama.cpp", *(c["bom-ref"] for c in patches + overlay)]
+    libs = [{"type": "library", "bom-ref": c["bom_ref"], "name": c["name"],
+             **({"version": c["version"]} if c["version"] else {}),
+             **({"purl": c["purl"]} if c["purl"] else {}),
+             "licenses": [{"license": {"id": c["license"]}}],
+             "properties": [{"name": "q3build:linkage", "value": c["linkage"]},
+                            {"name": "q3build:archive", "value": c["archive"]},
+                            *({"name": "q3build:license-file", "value": t["path"]} for t in c["license_files"]),
+                            *({"name": "q3build:license-file-sha256", "value": f"{t['path']} {t['sha256']}"}
+                              for t in c["license_files"])]}
+            for c in man.get("third_party", []) if c["bom_ref"] != "llama.cpp"]
+    # llama.cpp's licence texts as packaged
+    llama_texts = next((c["license_files"] for c in man.get("third_party", []) if c["bom_ref"] == "llama.cpp"), [])
+    llama["properties"] += [{"name": "q3build:license-file", "value": t["path"]} for t in llama_texts]
+    llama["properties"] += [{"name": "q3build:license-file-sha256", "value": f"{t['path']} {t['sha256']}"}
+                            for t in llama_texts]
+    refs = ["llama.cpp", *(c["bom-ref"] for c in libs + patches + overlay)]
     body = {
         "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
         "metadata": {"timestamp": _iso(epoch),
                      "tools": {"components": [{"type": "application", "name": "q3build", "version": __version__}]},
                      "component": {"type": "application", "bom-ref": man["name"], "name": man["name"],
                                    "version": __version__}},
-        "components": [llama, *patches, *overlay, *binaries],
+        "components": [llama, *libs, *patches, *overlay, *binaries],
         "dependencies": [{"ref": man["name"], "dependsOn": refs}],
     }
     # a serial number derived from the content: the same build gives the same SBOM
@@ -221,7 +269,8 @@ def write_archive(dest: Path, top: str, files: dict[str, tuple[bytes, bool]], ep
 def build(project: Project, plan: BuildPlan, series: LoadedSeries, env: Mapping[str, str], out_dir: Path) -> dict:
     info = staged_build_info(plan)
     epoch = source_date_epoch(env, plan)
-    files = collect_files(project, plan)
+    third_party = licenses.components(plan)
+    files = collect_files(project, plan, third_party)
     validation = None
     vfile = validation_path(project, plan.target_name)
     if vfile.is_file():
@@ -230,7 +279,7 @@ def build(project: Project, plan: BuildPlan, series: LoadedSeries, env: Mapping[
             files[VALIDATION] = (vfile.read_bytes(), False)
             validation = {"ok": v.get("ok"), "emulator": v.get("emulator"),
                           "checks": [{"name": c["name"], "status": c["status"]} for c in v.get("checks", [])]}
-    man = manifest(project, plan, series, info, files, epoch, validation)
+    man = manifest(project, plan, series, info, files, epoch, validation, third_party)
     files[MANIFEST] = (_json(man), False)
     files[SBOM] = (_json(sbom(plan, man, epoch)), False)
     sums = "".join(f"{_sha256(data)}  {p}\n" for p, (data, _) in sorted(files.items()))

@@ -143,6 +143,47 @@ def _check_sbom(man: dict | None, bom: dict | None) -> Check:
     return Check("sbom", "ok", f"llama.cpp {up['tag']} ({up['commit'][:9]}) and {len(man['patches'])} patches match")
 
 
+def _check_licenses(top: Path, man: dict | None, bom: dict | None) -> Check:
+    """Every third-party component the manifest names has its licence texts in the archive with the
+    recorded sha256, and the SBOM names the same components, licences and texts."""
+    if man is None or bom is None:
+        return Check("licenses", "skipped", "no manifest or SBOM")
+    comps = man.get("third_party")
+    if not comps:
+        return Check("licenses", "failed", f"{MANIFEST}: no third_party components (not even llama.cpp)")
+    boms = {c.get("bom-ref"): c for c in bom.get("components", [])}
+    problems = []
+    for c in comps:
+        label = f"{c.get('name')} ({c.get('license')})"
+        if not c.get("license_files"):
+            problems.append(f"{label}: no licence file recorded")
+        for t in c.get("license_files", []):
+            p = top / t["path"]
+            if not p.is_file():
+                problems.append(f"{t['path']}: licence text of {label} missing from the archive")
+            elif sha256_file(p) != t["sha256"]:
+                problems.append(f"{t['path']}: licence text of {label} differs from the recorded sha256 "
+                                f"({t['sha256'][:12]}…, file {sha256_file(p)[:12]}…)")
+        b = boms.get(c.get("bom_ref"))
+        if b is None:
+            problems.append(f"{label}: not in the SBOM")
+            continue
+        ids = [x.get("license", {}).get("id") for x in b.get("licenses", [])]
+        props = {(q["name"], q["value"]) for q in b.get("properties", [])}
+        if ids != [c.get("license")]:
+            problems.append(f"{label}: the SBOM says {', '.join(map(str, ids)) or 'no licence'}")
+        want = {("q3build:license-file-sha256", f"{t['path']} {t['sha256']}") for t in c.get("license_files", [])}
+        if not want <= props:
+            problems.append(f"{label}: the SBOM's licence files differ from the manifest's")
+    named = {c.get("bom_ref") for c in comps}
+    problems += [f"{r}: a library in the SBOM without a licence record in the manifest"
+                 for r in sorted(str(r) for r, b in boms.items() if b.get("type") == "library" and r not in named)]
+    if problems:
+        return Check("licenses", "failed", "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
+    return Check("licenses", "ok", ", ".join(f"{c['name']} {c.get('version') or '(version unknown)'} "
+                                            f"{c['license']} {c['linkage']}" for c in comps))
+
+
 def smoke(top: Path, man: dict, env: Mapping[str, str]) -> Check:
     server = top / "bin" / "llama-server"
     if not server.is_file():
@@ -186,6 +227,7 @@ def verify(archive: Path, env: Mapping[str, str], *, run_smoke: bool = True) -> 
         man, bom = _load_json(top, MANIFEST), _load_json(top, SBOM)
         checks.append(_check_manifest(top, man))
         checks.append(_check_sbom(man, bom))
+        checks.append(_check_licenses(top, man, bom))
         if not run_smoke:
             checks.append(Check("smoke", "skipped", "--no-smoke"))
         elif any(c.status == "failed" for c in checks):

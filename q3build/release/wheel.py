@@ -19,6 +19,7 @@ from q3build.core import render
 from q3build.core.plan import BuildPlan
 from q3build.errors import BuildError
 from q3build.project import Project
+from q3build.release import licenses
 
 BINARIES = ("llama-server", "llama-tts")
 TEMPLATES = (("wheel/pyproject.toml.j2", "pyproject.toml"), ("wheel/CMakeLists.txt.j2", "CMakeLists.txt"))
@@ -40,9 +41,14 @@ def build(project: Project, plan: BuildPlan, env: Mapping[str, str], out_dir: Pa
     binaries = [b for b in BINARIES if (plan.stage_dir / "bin" / b).is_file()]
     if "llama-server" not in binaries:
         raise BuildError(f"staged build of {plan.target_name} has no bin/llama-server")
+    # the wheel redistributes the same binaries as the archive: the same licence texts, flattened to
+    # top-level LICENSE-<component>-<file> names so scikit-build-core's license-files take them
+    third_party = licenses.components(plan)
+    spdx = ["MIT", *dict.fromkeys(c.license for c in third_party if c.license != "MIT")]
     tenv = render.environment(project.templates_dir)
     ctx = {"name": distribution_name(plan), "version": version(plan), "q3build_version": __version__,
-           "upstream": plan.pin.upstream, "target": plan.target_name, "binaries": binaries}
+           "upstream": plan.pin.upstream, "target": plan.target_name, "binaries": binaries,
+           "license": " AND ".join(spdx)}
     work = Path(tempfile.mkdtemp(prefix=".wheel-", dir=project.work))
     try:
         for template, name in TEMPLATES:
@@ -54,6 +60,15 @@ def build(project: Project, plan: BuildPlan, env: Mapping[str, str], out_dir: Pa
         lic = project.src_dir / "LICENSE"
         if lic.is_file():
             shutil.copy2(lic, work / "LICENSE")
+        if (project.src_dir / "licenses").is_dir():
+            for p in sorted((project.src_dir / "licenses").iterdir()):
+                if p.is_file():
+                    name = p.name if p.name.startswith("LICENSE") else f"LICENSE-llama.cpp-{p.name}"
+                    shutil.copy2(p, work / name)
+        for c in third_party:
+            for t in c.texts:
+                rel = t.path[len(f"share/licenses/{c.name}/"):].replace("/", "-")
+                (work / f"LICENSE-{c.name}-{rel}").write_bytes(t.data)
         benv = dict(env, SOURCE_DATE_EPOCH=str(epoch))
         if plan.target.cross:
             benv["_PYTHON_HOST_PLATFORM"] = f"linux-{plan.arch}"

@@ -27,6 +27,12 @@ class FoundLibrary:
     where: str                          # "this machine" or "sysroot DIR" (or why nothing was searched)
     files: tuple[str, ...] = ()         # the headers and archives found
     missing: tuple[str, ...] = ()       # what was looked for and not found
+    root: str | None = None             # the directory searched under ("/" or the sysroot): where the
+                                        # release looks for the packages' licence texts
+
+    def archive(self, lib: str) -> str | None:
+        """The static archive found for one of the recipe's libs (None when it was not found)."""
+        return next((f for f in self.files if Path(f).name == f"lib{lib}.a"), None)
 
     def to_record(self) -> dict:
         return {"name": self.name, "cmake": self.library.cmake, "found": self.found, "where": self.where,
@@ -48,17 +54,17 @@ def _multiarch(triple: str | None) -> list[str]:
     return names
 
 
-def search_dirs(target: Target, root: str | None = None) -> tuple[list[Path], list[Path], str]:
-    """(include dirs, library dirs, where) for the target: the standard directories of this machine
-    (native), else those of the sysroot (root overrides, for tests). A cross target without a sysroot
-    has none."""
+def search_dirs(target: Target, root: str | None = None) -> tuple[list[Path], list[Path], str, Path | None]:
+    """(include dirs, library dirs, where, the root they are under) for the target: the standard
+    directories of this machine (native), else those of the sysroot (root overrides, for tests). A
+    cross target without a sysroot has none."""
     if not target.cross:
         base = Path(root or "/")
         where = "this machine" if root is None else f"root {root}"
     else:
         sysroot = root or sysroot_of(target)
         if not sysroot:
-            return [], [], "no sysroot (toolchain.sysroot unset)"
+            return [], [], "no sysroot (toolchain.sysroot unset)", None
         base = Path(sysroot)
         where = f"sysroot {sysroot}"
     arches = _multiarch(target.toolchain.triple if target.cross else None)
@@ -66,11 +72,11 @@ def search_dirs(target: Target, root: str | None = None) -> tuple[list[Path], li
             *(base / "usr/include" / a for a in arches)]
     libs = [*(base / "usr/lib" / a for a in arches), *(base / "lib" / a for a in arches),
             base / "usr/local/lib", base / "usr/lib64", base / "usr/lib", base / "lib64", base / "lib"]
-    return incs, libs, where
+    return incs, libs, where, base
 
 
 def find(target: Target, root: str | None = None) -> list[FoundLibrary]:
-    incs, libdirs, where = search_dirs(target, root)
+    incs, libdirs, where, base = search_dirs(target, root)
     out = []
     for name, lib in sorted((target.libraries or {}).items()):
         files, missing = [], []
@@ -81,7 +87,8 @@ def find(target: Target, root: str | None = None) -> list[FoundLibrary]:
             hit = next((d / f"lib{n}.a" for d in libdirs if (d / f"lib{n}.a").is_file()), None)
             (files.append(str(hit)) if hit else missing.append(f"lib{n}.a"))
         out.append(FoundLibrary(name=name, library=lib, found=not missing and bool(incs), where=where,
-                                files=tuple(files), missing=tuple(missing)))
+                                files=tuple(files), missing=tuple(missing),
+                                root=str(base) if base is not None else None))
     return out
 
 

@@ -93,7 +93,8 @@ def test_verify_passes_and_runs_the_binary(built, capsys, tmp_path):
     assert built.q3("verify", res["archive"], "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert [(c["name"], c["status"]) for c in out["checks"]] == [
-        ("archive", "ok"), ("sha256sums", "ok"), ("manifest", "ok"), ("sbom", "ok"), ("smoke", "ok")]
+        ("archive", "ok"), ("sha256sums", "ok"), ("manifest", "ok"), ("sbom", "ok"), ("licenses", "ok"),
+        ("smoke", "ok")]
     assert "native: version: fake (build 4242" in out["checks"][-1]["detail"]
 
 
@@ -166,3 +167,131 @@ def test_package_refuses_a_stale_stage_and_a_bad_epoch(built, capsys, tmp_path, 
     assert built.q3("package", "--target", "host", "--out", str(tmp_path)) == 4
     err = capsys.readouterr().err
     assert "was built from other inputs than the current plan" in err and "q3build make --target host" in err
+
+
+# the speech service's encoders, as recipes/host.yaml names them
+LIBRARIES = """\
+libraries:
+  mp3:
+    purpose: mp3
+    cmake: Q3_SPEECH_MP3
+    headers: [lame/lame.h]
+    libs: [mp3lame]
+    apt: [libmp3lame-dev]
+    licenses:
+      mp3lame: {component: LAME, spdx: LGPL-2.0-or-later}
+  opus:
+    purpose: opus
+    cmake: Q3_SPEECH_OPUS
+    headers: [opus/opus.h, ogg/ogg.h]
+    libs: [opus, ogg]
+    apt: [libopus-dev, libogg-dev]
+    licenses:
+      opus: {component: libopus, spdx: BSD-3-Clause}
+      ogg: {component: libogg, spdx: BSD-3-Clause}
+"""
+CODECS = {"mp3lame": ("libmp3lame-dev", "lame", "3.100-6", b"LAME copyright (fake): LGPL-2+\n"),
+          "opus": ("libopus-dev", "opus", "1.3.1-3", b"Opus copyright (fake): BSD-3-clause\n"),
+          "ogg": ("libogg-dev", "libogg", "1.3.5-3", b"Ogg copyright (fake): BSD-3-clause\n")}
+
+
+@pytest.fixture
+def built_codecs(proj, capsys, tmp_path, monkeypatch):
+    """The synthetic build with the encoders found in a stand-in for this machine laid out as the Debian
+    -dev packages and dpkg leave it (the fake upstream does not link them; the plan's switches are ON)."""
+    from q3build.toolchains import libraries
+    root = tmp_path / "machine"
+    status = []
+    for lib, (pkg, source, version, text) in CODECS.items():
+        for f in (f"usr/lib/lib{lib}.a", f"usr/share/doc/{pkg}/copyright"):
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f"usr/lib/lib{lib}.a").write_bytes(b"!<arch>\n")
+        (root / f"usr/share/doc/{pkg}/copyright").write_bytes(text)
+        (root / "var/lib/dpkg/info").mkdir(parents=True, exist_ok=True)
+        (root / f"var/lib/dpkg/info/{pkg}:amd64.list").write_text(f"/usr/lib/lib{lib}.a\n")
+        status.append(f"Package: {pkg}\nStatus: install ok installed\nArchitecture: amd64\nSource: {source}\n"
+                      f"Version: {version}\n")
+    (root / "var/lib/dpkg/status").write_text("\n".join(status))
+    for h in ("lame/lame.h", "opus/opus.h", "ogg/ogg.h"):
+        (root / "usr/include" / h).parent.mkdir(parents=True, exist_ok=True)
+        (root / "usr/include" / h).write_text("")
+    real = libraries.search_dirs
+    monkeypatch.setattr(libraries, "search_dirs", lambda target, r=None: real(target, r or str(root)))
+    (proj.root / "recipes" / "host.yaml").write_text((proj.root / "recipes" / "host.yaml").read_text() + LIBRARIES)
+    (proj.root / "patches" / "overlay" / "LICENSE").write_text("MIT License (fake upstream)\n")
+    # a vendored library with its licence next to it, as llama.cpp's vendor/cpp-httplib/LICENSE
+    (proj.root / "patches" / "overlay" / "vendor" / "fakehttp").mkdir(parents=True)
+    (proj.root / "patches" / "overlay" / "vendor" / "fakehttp" / "LICENSE").write_text("MIT (fakehttp)\n")
+    assert proj.q3("sync") == 0
+    assert proj.q3("make", "--target", "host") == 0
+    capsys.readouterr()
+    return proj
+
+
+def licence_records(res):
+    _, files = members(res["archive"])
+    top = res["archive"].split("/")[-1][:-len(".tar.gz")]
+    man = json.loads(files[f"{top}/manifest.json"])
+    bom = json.loads(files[f"{top}/sbom.cdx.json"])
+    return ({n[len(top) + 1:]: d for n, d in files.items()}, {c["name"]: c for c in man["third_party"]},
+            {c["bom-ref"]: c for c in bom["components"] if c["type"] == "library"})
+
+
+def test_an_archive_with_the_codecs_carries_their_licences(built_codecs, capsys, tmp_path):
+    res = package(built_codecs, capsys, tmp_path / "out")
+    files, man, bom = licence_records(res)
+    assert sorted(man) == ["LAME", "libogg", "libopus", "llama.cpp"]
+    for lib, name, spdx in (("mp3lame", "LAME", "LGPL-2.0-or-later"), ("opus", "libopus", "BSD-3-Clause"),
+                            ("ogg", "libogg", "BSD-3-Clause")):
+        pkg, _, version, text = CODECS[lib]
+        path = f"share/licenses/{name}/copyright"
+        assert files[path] == text
+        c = man[name]
+        assert (c["version"], c["license"], c["linkage"], c["library"], c["archive"]) == (
+            version, spdx, "static", lib, f"sysroot:usr/lib/lib{lib}.a")
+        assert c["license_files"] == [{"path": path, "sha256": hashlib.sha256(text).hexdigest(),
+                                       "source": f"sysroot:usr/share/doc/{pkg}/copyright"}]
+        b = bom[f"lib:{lib}"]
+        assert (b["name"], b["version"], b["licenses"]) == (name, version, [{"license": {"id": spdx}}])
+        assert b["purl"] == f"pkg:deb/debian/{pkg}@{version}?arch=amd64"
+        props = {(p["name"], p["value"]) for p in b["properties"]}
+        assert {("q3build:linkage", "static"), ("q3build:license-file", path)} <= props
+    assert man["llama.cpp"]["license"] == "MIT"
+    assert [(t["path"], t["source"].split(":", 1)[1]) for t in man["llama.cpp"]["license_files"]] == [
+        ("share/licenses/llama.cpp/LICENSE", "LICENSE"),
+        ("share/licenses/llama.cpp/vendor/fakehttp/LICENSE", "vendor/fakehttp/LICENSE")]
+    assert files["share/licenses/llama.cpp/vendor/fakehttp/LICENSE"] == b"MIT (fakehttp)\n"
+    assert built_codecs.q3("verify", res["archive"], "--json") == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["licenses"]["status"] == "ok"
+    assert "LAME 3.100-6 LGPL-2.0-or-later static" in checks["licenses"]["detail"]
+
+
+def test_an_archive_without_the_codecs_lists_none(built, capsys, tmp_path):
+    res = package(built, capsys, tmp_path / "out")
+    files, man, bom = licence_records(res)
+    assert sorted(man) == ["llama.cpp"] and sorted(bom) == ["llama.cpp"]
+    assert sorted(p for p in files if p.startswith("share/licenses/")) == ["share/licenses/llama.cpp/LICENSE"]
+
+
+@pytest.mark.parametrize("how", ["removed", "altered"])
+def test_verify_names_a_removed_or_altered_licence_text(built_codecs, capsys, tmp_path, how):
+    res = package(built_codecs, capsys, tmp_path / "out")
+    bad = tmp_path / "bad.tar.gz"
+    target = "/share/licenses/libopus/copyright"
+    with tarfile.open(res["archive"]) as tf, open(bad, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as out:
+        for m in tf.getmembers():
+            data = tf.extractfile(m).read() if m.isfile() else None
+            if m.name.endswith(target):
+                if how == "removed":
+                    continue
+                data = data.replace(b"BSD-3-clause", b"proprietary")
+                m.size = len(data)
+            out.addfile(m, io.BytesIO(data) if data is not None else None)
+    assert built_codecs.q3("verify", str(bad)) == 6
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "licenses failed" in ln]
+    why = "missing from the archive" if how == "removed" else "differs from the recorded sha256"
+    assert len(lines) == 1
+    assert f"licenses failed: share/licenses/libopus/copyright: licence text of libopus (BSD-3-Clause) {why}" \
+        in lines[0]

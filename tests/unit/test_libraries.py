@@ -98,7 +98,7 @@ def test_the_host_looks_in_the_standard_directories(project, tmp_path):
 
 def test_the_plan_sets_each_switch_and_records_why(project, tmp_path, monkeypatch):
     # the riscv64 sysroot (Debian's cross libc) has no encoders: OFF, and the plan says so
-    monkeypatch.setattr(libraries, "search_dirs", lambda target, root=None: ([], [], "sysroot /usr/riscv64-linux-gnu"))
+    monkeypatch.setattr(libraries, "search_dirs", lambda target, root=None: ([], [], "sysroot /usr/riscv64-linux-gnu", None))
     plan = plan_mod.resolve(project, "riscv64", ENV)
     assert plan.cmake_value("Q3_SPEECH_MP3") == "OFF" and plan.cmake_value("Q3_SPEECH_OPUS") == "OFF"
     rec = {r["name"]: r for r in plan.to_record()["libraries"]}
@@ -107,7 +107,7 @@ def test_the_plan_sets_each_switch_and_records_why(project, tmp_path, monkeypatc
 
 
 def test_the_recipe_and_the_command_line_still_win(project, monkeypatch):
-    monkeypatch.setattr(libraries, "search_dirs", lambda target, root=None: ([], [], "nowhere"))
+    monkeypatch.setattr(libraries, "search_dirs", lambda target, root=None: ([], [], "nowhere", None))
     path = project.recipes_dir / "host.yaml"
     path.write_text(path.read_text().replace("    LLAMA_BUILD_TESTS: false", "    LLAMA_BUILD_TESTS: false\n"
                                              "    Q3_SPEECH_OPUS: true"))
