@@ -19,6 +19,11 @@ BENCH_NUMERICS = ("-fa", "off", "--no-repack", "--load-mode", "none")
 GREEDY = ("--temp", "0", "--top-k", "1")
 
 
+def repetition_penalty(penalty: float) -> list[str]:
+    """llama-tts penalising repeated first-codebook codes as qwen-tts does: every code generated so far."""
+    return ["--repeat-penalty", f"{penalty:g}", "--repeat-last-n", "-1"]  # -1: the whole context (0033)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Voice:
     """Who speaks: a CustomVoice speaker, a VoiceDesign instruction or a Base reference recording."""
