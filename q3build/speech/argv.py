@@ -20,8 +20,9 @@ GREEDY = ("--temp", "0", "--top-k", "1")
 
 
 def repetition_penalty(penalty: float) -> list[str]:
-    """llama-tts penalising repeated first-codebook codes as qwen-tts does: every code generated so far."""
-    return ["--repeat-penalty", f"{penalty:g}", "--repeat-last-n", "-1"]  # -1: the whole context (0033)
+    """llama-tts penalising repeated first-codebook codes as qwen-tts does. The window is llama-tts's
+    default, every code generated so far (-1, which patch 0033 makes work; the option rejects -1)."""
+    return ["--repeat-penalty", f"{penalty:g}"]
 
 
 @dataclass(frozen=True, kw_only=True)
