@@ -245,7 +245,8 @@ MODES = {  # mode: (variant, parity arguments)
 # where the repetition penalty (1.05, generation_config.json) decides a greedy pick of this seed's
 # random weights within the 30 frames: the official pick is not the raw argmax, so these modes fail
 # unless llama-tts and the server apply the penalty as qwen-tts does (patch 0033)
-PENALTY_DECIDES = {("voice_design", "streaming"), ("base_xvector", "streaming"), ("base_icl", "nonstreaming")}
+PENALTY_DECIDES = {("custom_voice", "streaming"), ("voice_design", "streaming"), ("base_xvector", "streaming"),
+                   ("base_icl", "nonstreaming")}
 
 
 @pytest.fixture(scope="module")
