@@ -57,7 +57,7 @@ class Request:
     reference_text: str | None = None     # Base: in-context cloning (the recording's codes + this text)
     speaker: str | None = None
     instruct: str | None = None
-    repetition_penalty: float = 1.0       # the official default: official_repetition_penalty()
+    repetition_penalty: float = 1.0       # 1.0: none; `model parity` passes official_repetition_penalty()
     server: bool = True                   # also through llama-server's /v1/audio/speech
 
 
@@ -97,7 +97,7 @@ class Report:
 
 
 def pick(logits: np.ndarray, penalty: float = 1.0) -> np.ndarray:
-    """The official greedy pick of every step: codes 0..2047 or EOS (not before the second step,
+    """The official greedy pick of every step: codes 0..2047 or EOS (not at the first two steps,
     qwen-tts's min_new_tokens=2), everything else suppressed, and the repetition penalty on every
     code picked before (transformers' RepetitionPenaltyLogitsProcessor: a logit below zero times the
     penalty, else divided by it, in f32)."""
