@@ -46,6 +46,10 @@ def add_arguments(p) -> None:
                    help="the reference's transcript (Base): in-context cloning, its codes compared too")
     r.add_argument("--speaker", help="CustomVoice speaker")
     r.add_argument("--instruct", help="VoiceDesign / CustomVoice instruction")
+    r.add_argument("--repetition-penalty", type=float, metavar="P",
+                   help="greedy with this penalty (default: the checkpoint's generation_config.json, as qwen-tts)")
+    r.add_argument("--no-server", dest="server", action="store_false",
+                   help="compare llama-tts only, not the staged llama-server's /v1/audio/speech as well")
     r.add_argument("--json", action="store_true")
 
 
@@ -91,19 +95,27 @@ def _parity(args, ctx) -> int:
     config = _json.loads((hf / "config.json").read_text()) if (hf / "config.json").is_file() else None
     if config is None:
         raise InputError(f"{hf}: no config.json (not a checkpoint directory)")
-    llama_tts = ctx.project.stage_dir(args.target) / "bin" / "llama-tts"
-    if not llama_tts.is_file():
-        raise InputError(f"{llama_tts} not found", hint=f"run `q3build make --target {args.target}` first")
+    bins = ctx.project.stage_dir(args.target) / "bin"
+    llama_tts, llama_server = bins / "llama-tts", bins / "llama-server"
+    for exe in (llama_tts, llama_server) if args.server else (llama_tts,):
+        if not exe.is_file():
+            raise InputError(f"{exe} not found", hint=f"run `q3build make --target {args.target}` first")
+    penalty = args.repetition_penalty
+    if penalty is None:
+        penalty = parity.official_repetition_penalty(hf)
+    elif not 0.5 <= penalty <= 2.0:
+        raise InputError(f"--repetition-penalty {penalty:g} is outside 0.5 .. 2 (what the server accepts)")
     req = parity.Request(checkpoint=hf.resolve(), model_dir=Path(args.model).resolve(),
                          variant=config.get("tts_model_type", "base"), text=args.text, language=args.language,
                          layout=args.layout, frames=args.frames,
                          reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
-                         reference_text=args.reference_text, speaker=args.speaker, instruct=args.instruct)
+                         reference_text=args.reference_text, speaker=args.speaker, instruct=args.instruct,
+                         repetition_penalty=penalty, server=args.server)
     if args.reference_text is not None and not args.reference_text.strip():
         raise InputError("--reference-text is empty (leave it out for x-vector cloning)")
     if args.reference_text and not args.reference_wav:
         raise InputError("--reference-text needs --reference-wav (the recording it transcribes)")
-    report = parity.parity(req, llama_tts, ctx.env)
+    report = parity.parity(req, llama_tts, ctx.env, llama_server=llama_server)
     if args.json:
         print_json(report.to_json())
     else:

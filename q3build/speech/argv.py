@@ -19,6 +19,12 @@ BENCH_NUMERICS = ("-fa", "off", "--no-repack", "--load-mode", "none")
 GREEDY = ("--temp", "0", "--top-k", "1")
 
 
+def repetition_penalty(penalty: float) -> list[str]:
+    """llama-tts penalising repeated first-codebook codes as qwen-tts does. The window is llama-tts's
+    default, every code generated so far (-1, which patch 0033 makes work; the option rejects -1)."""
+    return ["--repeat-penalty", f"{penalty:g}"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Voice:
     """Who speaks: a CustomVoice speaker, a VoiceDesign instruction or a Base reference recording."""

@@ -107,7 +107,7 @@ def test_the_server_clones_in_context_as_llama_tts_does(built, tmp_path, layout)
     sf.write(voices / "bob.wav", _tone(2.0, 150), 24000)
     (voices / "bob.txt").write_text("This is Bob speaking.", encoding="utf-8")
     body = {"input": "Hello from a tiny model.", "voice": "bob", "temperature": 0, "top_k": 1,
-            "repetition_penalty": 1.0, "max_frames": 20, "text_layout": layout, "language": "english"}
+            "repetition_penalty": 1.05, "max_frames": 20, "text_layout": layout, "language": "english"}
     with speech_server(built, f"icl-{layout}", "base", "--tts-voices-dir", str(voices), "--no-tts-trim",
                        "--no-tts-normalize", *speech_argv.PARITY_NUMERICS) as s:
         r = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=120)
@@ -116,7 +116,8 @@ def test_the_server_clones_in_context_as_llama_tts_does(built, tmp_path, layout)
     voice = speech_argv.Voice(reference_wav=voices / "bob.wav", reference_text="This is Bob speaking.")
     argv = speech_argv.llama_tts(built / "work" / "stage" / "host" / "bin" / "llama-tts", built / "base", body["input"],
                                  language="english", wav=tmp_path / "tts.wav", voice=voice, frames=20, threads=2,
-                                 streaming_text=layout == "streaming", extra=speech_argv.PARITY_NUMERICS)
+                                 streaming_text=layout == "streaming",
+                                 extra=[*speech_argv.PARITY_NUMERICS, *speech_argv.repetition_penalty(1.05)])
     proc.run(argv, capture=True)
     a, _ = sf.read(tmp_path / "server.wav", dtype="int16")
     b, _ = sf.read(tmp_path / "tts.wav", dtype="int16")

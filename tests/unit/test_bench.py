@@ -360,3 +360,15 @@ def test_parse_llama_tts_log_reads_the_reference_encoder_time():
     p = logs.parse_llama_tts_log(LOG + "\nreference: 2000 codes encoded in 812.5 ms\n")
     assert p["reference_encode"] == {"frames": 125, "ms": 812.5}
     assert "reference_encode" not in logs.parse_llama_tts_log(LOG)
+
+
+def test_clone_table_gives_the_encoder_time_and_the_cached_voice_ttfa():
+    doc = _doc()
+    assert "Cloned voice" not in report.render_markdown([doc])   # not a cloning run: no table
+    c = doc["configs"][0]
+    c["ours"]["reference_encode"] = {"frames": 125, "ms": 812.4}
+    c["server"].update(ttfa_warm_ms=455.2, voice={"mode": "icl", "recording_s": 10.0})
+    md = report.render_markdown([doc])
+    assert "Cloned voice" in md
+    row = [ln for ln in md.splitlines() if ln.startswith("| q8_0 | 2 | icl |")]
+    assert row == ["| q8_0 | 2 | icl | 10.0 | 125 | 812 | 612 / 455 |"]

@@ -125,8 +125,31 @@ def test_parity_names_the_first_divergent_stage_and_position():
 
 
 def test_parity_pick_follows_official_suppression():
-    logits = np.zeros((2, 3072), np.float32)
+    logits = np.zeros((3, 3072), np.float32)
     logits[0, 2500] = 9.0   # a suppressed control id: ignored
     logits[0, 17] = 1.0
-    logits[1, parity.CODEC_EOS] = 5.0
-    assert list(parity.pick(logits)) == [17, parity.CODEC_EOS]
+    logits[1:, parity.CODEC_EOS] = 5.0  # no EOS before the third step (qwen-tts's min_new_tokens=2)
+    logits[1, 40] = 0.5
+    assert list(parity.pick(logits)) == [17, 40, parity.CODEC_EOS]
+
+
+def test_parity_pick_applies_the_repetition_penalty_as_transformers():
+    logits = np.zeros((4, 3072), np.float32)
+    logits[:3, 7] = 2.0                     # picked first, then penalised: 2 / 1.05 < 1.95
+    logits[1:3, 9] = 1.95                   # picked at step 1; at step 2 both are penalised: 7 again
+    logits[3] = -1.0
+    logits[3, 7], logits[3, 11] = -0.1, -0.104  # below zero a penalised logit is multiplied: -0.105 < -0.104
+    assert list(parity.pick(logits)) == [7, 7, 7, 7]
+    assert list(parity.pick(logits, 1.05)) == [7, 9, 7, 11]
+    report = parity.compare(_run() | {"talker_logits": logits}, _run() | {"talker_logits": logits}, penalty=1.05)
+    stage = next(s for s in report.stages if s.name == "talker_logits")
+    assert stage.metrics["penalty_decided"] == [1, 3] and "decided 2 pick(s) (first at step 1)" in stage.detail
+
+
+def test_parity_official_repetition_penalty_reads_generation_config(tmp_path):
+    assert parity.official_repetition_penalty(tmp_path) == 1.05   # qwen-tts's own default
+    (tmp_path / "generation_config.json").write_text('{"repetition_penalty": 1.1}')
+    assert parity.official_repetition_penalty(tmp_path) == 1.1
+    (tmp_path / "generation_config.json").write_text('{"repetition_penalty": "high"}')
+    with pytest.raises(parity.InputError, match="generation_config.json: repetition_penalty 'high'"):
+        parity.official_repetition_penalty(tmp_path)

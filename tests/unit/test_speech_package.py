@@ -62,6 +62,7 @@ def test_verbs_that_need_the_reference_stop_in_one_line(verb, monkeypatch, tmp_p
     stage = tmp_path / "work" / "stage" / "host" / "bin"
     stage.mkdir(parents=True)
     (stage / "llama-tts").write_text("")
+    (stage / "llama-server").write_text("")   # parity runs the server's route too
     monkeypatch.setenv("Q3BUILD_WORK_DIR", str(tmp_path / "work"))
     args = [str(hf) if a == "HF" else str(tmp_path / "m") if a == "M" else a for a in verb]
     if verb[0] == "bench":
@@ -78,3 +79,21 @@ def test_tts_argv_clones_in_context_with_a_transcript():
     assert a[a.index("--tts-speaker-file") + 1] == "/v/alice.wav" and a[a.index("--tts-ref-text") + 1] == "Hello there."
     assert "--tts-ref-text" not in argv.llama_tts(Path("/b/llama-tts"), Path("/m"), "Hi.", language="english",
                                                   wav=Path("/o.wav"), voice=argv.Voice(reference_wav=Path("/v/a.wav")))
+
+
+def test_parity_names_a_missing_server_and_a_penalty_out_of_range(monkeypatch, tmp_path, capsys):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"tts_model_type": "custom_voice", "talker_config": {"spk_id": {"a": 1}}}')
+    stage = tmp_path / "work" / "stage" / "host" / "bin"
+    stage.mkdir(parents=True)
+    (stage / "llama-tts").write_text("")
+    monkeypatch.setenv("Q3BUILD_WORK_DIR", str(tmp_path / "work"))
+    base = ["--project", str(REPO), "model", "parity", str(hf), "--model", str(tmp_path / "m")]
+    assert cli.main(base) == 2
+    err = capsys.readouterr().err
+    assert "llama-server not found" in err and "q3build make --target host" in err
+    (stage / "llama-server").write_text("")
+    assert cli.main([*base, "--repetition-penalty", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--repetition-penalty 3 is outside 0.5 .. 2" in err and "Traceback" not in err

@@ -107,12 +107,31 @@ def render_markdown(runs: Sequence[Mapping], plots: Sequence[Sequence[tuple[str,
                     f"| {_fmt(share['weight_read_gbps'], '.1f')} "
                     f"| {_fmt(share['bandwidth_share'] * 100 if share['bandwidth_share'] is not None else None, '.0f')}% "
                     f"| {_fmt(c['server'].get('peak_rss_mib'), '.0f')} |")
+        lines += clone_table(run)
         lines += decoder_curve_table(run)
         notes = list(run.get("notes") or []) + analysis(run, [r for r in runs if r.get("shape") == "tiny"])
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
         lines.append("")
     return "\n".join(lines)
+
+
+def clone_table(run: Mapping) -> list[str]:
+    """A Base run with a reference recording: the speech encoder's time for it (llama-tts) and the server's
+    TTFA of the cloned voice, cold (the first request encodes it) and with it cached."""
+    rows = [c for c in run["configs"] if (c["ours"].get("reference_encode") or (c.get("server") or {}).get("voice"))]
+    if not rows:
+        return []
+    lines = ["", "Cloned voice (the run's reference recording; in context when it has a transcript):", "",
+             "| quant | threads | mode | recording s | encoder frames | encoder ms | server TTFA ms, voice encoded "
+             "by the request / cached |", "|---|---|---|---|---|---|---|"]
+    for c in rows:
+        enc, sv = c["ours"].get("reference_encode") or {}, c.get("server") or {}
+        voice = sv.get("voice") or {}
+        lines.append(f"| {c['quant']} | {c['threads']} | {voice.get('mode', '–')} | {_fmt(voice.get('recording_s'), '.1f')} "
+                     f"| {enc.get('frames', '–')} | {_fmt(enc.get('ms'), '.0f')} "
+                     f"| {_fmt(sv.get('ttfa_ms'), '.0f')} / {_fmt(sv.get('ttfa_warm_ms'), '.0f')} |")
+    return lines
 
 
 _STAGE_KEYS = {"talker": "talker_ms_per_step", "predictor": "predictor_ms_per_frame", "decode": "decode_ms_per_frame"}

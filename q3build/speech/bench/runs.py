@@ -171,9 +171,22 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
     reads the server's own figures (llama-server gives -t to both the talker and the mtmd context,
     llama-tts only to the talker)."""
     port = free_port()
-    argv = speech_argv.llama_server(llama_server, model_dir, port=port, threads=threads, max_frames=job.frames,
-                                    extra=speech_argv.BENCH_NUMERICS)
+    extra = list(speech_argv.BENCH_NUMERICS)
     with tempfile.TemporaryDirectory() as tmp:
+        clone = job.voice.reference_wav is not None and voice is None
+        if clone:
+            # a Base model speaks with the job's recording as a cloned voice of the server: in context
+            # with its transcript beside it. The first request encodes it (cold TTFA), the warm one
+            # finds it cached
+            voices = Path(tmp) / "voices"
+            voices.mkdir()
+            (voices / "bench.wav").write_bytes(Path(job.voice.reference_wav).read_bytes())
+            if job.voice.reference_text:
+                (voices / "bench.txt").write_text(job.voice.reference_text, encoding="utf-8")
+            extra += ["--tts-voices-dir", str(voices)]
+            voice = "bench"
+        argv = speech_argv.llama_server(llama_server, model_dir, port=port, threads=threads, max_frames=job.frames,
+                                        extra=extra)
         with Server(argv, env, Path(log_path) if log_path else Path(tmp) / "llama-server.log", port) as server:
             why = server.wait_healthy(startup_timeout)
             if why:
@@ -184,7 +197,20 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
             except RuntimeError as e:
                 raise BenchError(str(e)) from None
             result["peak_rss_mib"] = server.peak_rss_mib()
+            if clone:  # ttfa_ms includes encoding the voice, ttfa_warm_ms is with the voice cached
+                result["voice"] = {"mode": "icl" if job.voice.reference_text else "xvector",
+                                   "recording_s": _wav_seconds(Path(job.voice.reference_wav))}
             return result
+
+
+def _wav_seconds(path: Path) -> float | None:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except RuntimeError:
+        return None
+    return info.frames / info.samplerate if info.samplerate else None
 
 
 # --- the whole run ------------------------------------------------------------------------------

@@ -12,6 +12,15 @@ Stages are compared in pipeline order and the first that is out of tolerance is 
                 suppression of non-code ids)
   codes         16 codebooks per frame                      identical
   waveform      24 kHz output                               correlation, max abs diff
+
+With `server` the same request also goes through the staged llama-server's /v1/audio/speech (the product
+path: a voices directory, the request's fields, MTMD_GEN_AUDIO_DUMP for its codes), and its stages are
+compared with the official run as well (`server_*`); `server_llama_tts` says whether the server gave
+llama-tts's codes and samples (within one 16-bit step).
+
+Both sides generate with the official generation defaults made greedy: the checkpoint's
+generation_config.json repetition penalty (qwen-tts: on the talker's first codebook, over every code
+generated so far), do_sample off.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from q3build.speech import reference
 
 CODEC_EOS = 2150
 N_CODES = 2048
+HARD_DEFAULT_PENALTY = 1.05   # qwen-tts's when generation_config.json has none
+MIN_NEW_TOKENS = 2            # qwen-tts's talker generate: no EOS at the first two steps
 @dataclass(frozen=True, kw_only=True)
 class Request:
     checkpoint: Path
@@ -46,6 +57,22 @@ class Request:
     reference_text: str | None = None     # Base: in-context cloning (the recording's codes + this text)
     speaker: str | None = None
     instruct: str | None = None
+    repetition_penalty: float = 1.0       # 1.0: none; `model parity` passes official_repetition_penalty()
+    server: bool = True                   # also through llama-server's /v1/audio/speech
+
+
+def official_repetition_penalty(checkpoint: Path) -> float:
+    """The repetition penalty qwen-tts generates with by default: generation_config.json's, else its own 1.05."""
+    path = checkpoint / "generation_config.json"
+    if not path.is_file():
+        return HARD_DEFAULT_PENALTY
+    try:
+        value = json.loads(path.read_text()).get("repetition_penalty", HARD_DEFAULT_PENALTY)
+    except (ValueError, AttributeError) as e:
+        raise InputError(f"{path}: not a JSON object ({e})") from None
+    if not isinstance(value, (int, float)) or not 0 < value < 10:
+        raise InputError(f"{path}: repetition_penalty {value!r} is not a number between 0 and 10")
+    return float(value)
 
 
 @dataclass
@@ -69,15 +96,28 @@ class Report:
                 "stages": [{"name": s.name, "ok": s.ok, "detail": s.detail, **s.metrics} for s in self.stages]}
 
 
-def pick(logits: np.ndarray) -> np.ndarray:
-    """The official greedy pick: codes 0..2047 or EOS, everything else suppressed."""
-    masked = logits.copy()
-    masked[:, N_CODES:] = -np.inf
-    masked[:, CODEC_EOS] = logits[:, CODEC_EOS]
-    return masked.argmax(axis=1)
+def pick(logits: np.ndarray, penalty: float = 1.0) -> np.ndarray:
+    """The official greedy pick of every step: codes 0..2047 or EOS (not at the first two steps,
+    qwen-tts's min_new_tokens=2), everything else suppressed, and the repetition penalty on every
+    code picked before (transformers' RepetitionPenaltyLogitsProcessor: a logit below zero times the
+    penalty, else divided by it, in f32)."""
+    out = np.zeros(len(logits), dtype=np.int64)
+    p = np.float32(penalty)
+    for t, row in enumerate(logits):
+        row = row.astype(np.float32, copy=True)
+        if penalty != 1.0 and t:
+            seen = np.unique(out[:t])
+            s = row[seen]
+            row[seen] = np.where(s < 0, s * p, s / p)
+        eos = row[CODEC_EOS]
+        row[N_CODES:] = -np.inf
+        row[CODEC_EOS] = eos if t >= MIN_NEW_TOKENS else -np.inf
+        out[t] = int(row.argmax())
+    return out
 
 
-def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], *, embd_tol: float = 5e-3,
+def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], *, penalty: float = 1.0,
+            embd_tol: float = 5e-3,
             wav_corr: float = 0.9999, wav_maxabs: float = 5e-3, spk_rel_tol: float = 1e-3) -> Report:
     stages = []
     if "ref_codes" in ref:
@@ -115,13 +155,20 @@ def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], *, em
     if n == 0 or la.shape[1:] != lb.shape[1:]:
         stages.append(Stage("talker_logits", False, f"no comparable steps ({lb.shape} vs {la.shape})"))
     else:
-        pa, pb = pick(la[:n]), pick(lb[:n])
+        pa, pb = pick(la[:n], penalty), pick(lb[:n], penalty)
         diff = np.nonzero(pa != pb)[0]
         maxabs = float(np.abs(la[:n, :N_CODES] - lb[:n, :N_CODES]).max())
         detail = f"{n} steps, greedy pick agrees at all" if not diff.size else \
             f"greedy pick differs first at step {int(diff[0])} ({int(pb[diff[0]])} vs {int(pa[diff[0]])})"
+        # the steps whose pick the penalty decided (the official pick differs from its raw argmax):
+        # without one, a run does not show that the penalty is applied as the official applies it
+        decided = [int(t) for t in np.nonzero(pick(la[:n]) != pa)[0]] if penalty != 1.0 else []
+        if penalty != 1.0:
+            detail += f", repetition penalty {penalty:g} decided {len(decided)} pick(s)" + \
+                (f" (first at step {decided[0]})" if decided else "")
         stages.append(Stage("talker_logits", not diff.size, f"{detail}, max abs diff {maxabs:.2e}",
-                            {"steps": n, "max_abs": maxabs, "first_step": int(diff[0]) if diff.size else None}))
+                            {"steps": n, "max_abs": maxabs, "first_step": int(diff[0]) if diff.size else None,
+                             "penalty": penalty, "penalty_decided": decided}))
     # codes
     ca, cb = ref["codes"], ours["codes"]
     n = min(len(ca), len(cb))
@@ -158,7 +205,7 @@ def run_reference(req: Request, work: Path, env: Mapping[str, str], *,
                "language": req.language, "layout": req.layout, "frames": req.frames,
                "reference_wav": str(req.reference_wav) if req.reference_wav else None,
                "reference_text": req.reference_text,
-               "speaker": req.speaker, "instruct": req.instruct,
+               "speaker": req.speaker, "instruct": req.instruct, "repetition_penalty": req.repetition_penalty,
                "speaker_embd": str(speaker_embd) if speaker_embd else None}
     (work / "request.json").write_text(json.dumps(request))
     out = work / "reference.npz"
@@ -171,25 +218,18 @@ def run_reference(req: Request, work: Path, env: Mapping[str, str], *,
     return {k: data[k] for k in data.files}
 
 
-def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) -> dict[str, np.ndarray]:
-    import soundfile as sf
-
+def _check(req: Request) -> None:
     if req.variant == "custom_voice" and not req.speaker:
         raise InputError("a CustomVoice checkpoint needs --speaker (one of its built-in speakers)")
     if req.variant == "voice_design" and not req.instruct:
         raise InputError("a VoiceDesign checkpoint needs --instruct (the voice description)")
     if req.variant == "base" and not req.reference_wav:
         raise InputError("a Base checkpoint needs --reference-wav (the voice to clone)")
-    dump = work / "ours"
-    dump.mkdir()
-    wav = work / "ours.wav"
-    voice = speech_argv.Voice(speaker=req.speaker, instruct=req.instruct,
-                              reference_wav=req.reference_wav if req.variant == "base" else None,
-                              reference_text=req.reference_text if req.variant == "base" else None)
-    argv = speech_argv.llama_tts(llama_tts, req.model_dir, req.text, language=req.language, wav=wav, voice=voice,
-                                 frames=req.frames, threads=2, streaming_text=req.layout == "streaming",
-                                 extra=speech_argv.PARITY_NUMERICS)
-    proc.run(argv, env={**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, capture=True)
+
+
+def _read_dump(req: Request, dump: Path, wav: Path) -> dict[str, np.ndarray]:
+    import soundfile as sf
+
     pcm, _ = sf.read(wav, dtype="float32")
     codes = np.fromfile(dump / "codes.i32", dtype=np.int32)
     prompt = np.fromfile(dump / "prompt_embd.f32", dtype=np.float32)
@@ -205,14 +245,94 @@ def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) 
             "talker_logits": logits.reshape(-1, talker["vocab_size"])}
 
 
-def parity(req: Request, llama_tts: Path, env: Mapping[str, str]) -> Report:
+def run_ours(req: Request, llama_tts: Path, work: Path, env: Mapping[str, str]) -> dict[str, np.ndarray]:
+    _check(req)
+    dump = work / "ours"
+    dump.mkdir()
+    wav = work / "ours.wav"
+    voice = speech_argv.Voice(speaker=req.speaker, instruct=req.instruct,
+                              reference_wav=req.reference_wav if req.variant == "base" else None,
+                              reference_text=req.reference_text if req.variant == "base" else None)
+    argv = speech_argv.llama_tts(llama_tts, req.model_dir, req.text, language=req.language, wav=wav, voice=voice,
+                                 frames=req.frames, threads=2, streaming_text=req.layout == "streaming",
+                                 extra=[*speech_argv.PARITY_NUMERICS,
+                                        *speech_argv.repetition_penalty(req.repetition_penalty)])
+    proc.run(argv, env={**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, capture=True)
+    return _read_dump(req, dump, wav)
+
+
+def run_server(req: Request, llama_server: Path, work: Path, env: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The request through llama-server's /v1/audio/speech (127.0.0.1, stopped on return): a Base voice
+    is a recording in a voices directory, with its transcript beside it for in-context cloning."""
+    from q3build.speech import server as speech_server
+
+    _check(req)
+    dump = work / "server"
+    dump.mkdir()
+    extra = [*speech_argv.PARITY_NUMERICS, "--no-tts-trim", "--no-tts-normalize"]
+    body = {"input": req.text, "language": speech_argv.lang_code(req.language), "temperature": 0, "top_k": 1,
+            "repetition_penalty": req.repetition_penalty, "max_frames": req.frames, "response_format": "wav",
+            "text_layout": "streaming" if req.layout == "streaming" else "full"}
+    if req.variant == "base":
+        voices = work / "voices"
+        voices.mkdir()
+        (voices / "parity.wav").write_bytes(req.reference_wav.read_bytes())
+        if req.reference_text:
+            (voices / "parity.txt").write_text(req.reference_text, encoding="utf-8")
+        extra += ["--tts-voices-dir", str(voices)]
+        body.update(voice="parity", clone_mode="icl" if req.reference_text else "xvector")
+    elif req.speaker:
+        body["voice"] = req.speaker
+    if req.instruct:
+        body["instructions"] = req.instruct
+    port = speech_server.free_port()
+    argv = speech_argv.llama_server(llama_server, req.model_dir, port=port, threads=2, max_frames=req.frames,
+                                    extra=extra)
+    with speech_server.Server(argv, {**env, "MTMD_GEN_AUDIO_DUMP": str(dump)}, work / "server.log", port) as s:
+        why = s.wait_healthy(120)
+        if why:
+            raise Q3BuildError(why)
+        r = s.client(timeout=600).speech(body)
+        if r.status_code != 200:
+            raise Q3BuildError(f"POST /v1/audio/speech: HTTP {r.status_code}: {r.text[:300]}")
+    (work / "server.wav").write_bytes(r.content)
+    return _read_dump(req, dump, work / "server.wav")
+
+
+def compare_server(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray],
+                   server: Mapping[str, np.ndarray], *, penalty: float = 1.0) -> list[Stage]:
+    """The server's stages against the official run (`server_*`), and whether it gave llama-tts's
+    codes, x-vector and samples (one 16-bit step apart at most)."""
+    stages = [Stage(f"server_{s.name}", s.ok, s.detail, s.metrics)
+              for s in compare(ref, server, penalty=penalty).stages if s.name != "speaker_embd"]
+    a, b = ours["codes"], server["codes"]
+    same_codes = a.shape == b.shape and bool((a == b).all())
+    sa, sb = np.round(ours["wav"] * 32768), np.round(server["wav"] * 32768)
+    lsb = int(np.abs(sa - sb).max()) if len(sa) == len(sb) and len(sa) else None
+    spk_same = ("speaker_embd" in ours) == ("speaker_embd" in server) and \
+        ("speaker_embd" not in ours or np.array_equal(ours["speaker_embd"], server["speaker_embd"]))
+    ok = same_codes and lsb is not None and lsb <= 1 and spk_same
+    detail = (f"codes {'identical' if same_codes else f'differ ({len(b)} vs {len(a)} frames)'}, "
+              + (f"samples within {lsb} 16-bit step(s)" if lsb is not None else f"{len(sb)} vs {len(sa)} samples")
+              + ("" if spk_same else ", x-vector differs"))
+    stages.append(Stage("server_llama_tts", ok, detail,
+                        {"codes_identical": same_codes, "max_lsb": lsb, "speaker_embd_identical": spk_same}))
+    return stages
+
+
+def parity(req: Request, llama_tts: Path, env: Mapping[str, str], llama_server: Path | None = None) -> Report:
+    """llama-tts (and, with `req.server`, llama-server) against the official run."""
     reference.require("model parity")
     with tempfile.TemporaryDirectory(prefix="q3-parity-") as tmp:
         work = Path(tmp)
         ours = run_ours(req, llama_tts, work, env)
+        server = run_server(req, llama_server, work, env) if req.server else None
         spk = None
         if "speaker_embd" in ours:
             spk = work / "speaker_embd.npy"
             np.save(spk, ours["speaker_embd"])
         ref = run_reference(req, work, env, speaker_embd=spk)
-        return compare(ref, ours)
+        report = compare(ref, ours, penalty=req.repetition_penalty)
+        if server is not None:
+            report.stages += compare_server(ref, ours, server, penalty=req.repetition_penalty)
+        return report

@@ -1,4 +1,5 @@
-"""Run the official implementation (PyPI qwen-tts, torch CPU) on a checkpoint, greedily.
+"""Run the official implementation (PyPI qwen-tts, torch CPU) on a checkpoint, greedily, with the
+request's repetition penalty.
 
 Runs as `python -m q3build.model.reference REQUEST.json OUT.npz` in its own process, so q3build
 itself never imports torch. The 25 Hz tokenizer that `import qwen_tts` pulls in imports
@@ -73,7 +74,9 @@ def run(request: dict) -> dict:
 
     hooks = [talker.register_forward_pre_hook(on_talker, with_kwargs=True),
              talker.codec_head.register_forward_hook(on_head)]
-    kw = dict(do_sample=False, subtalker_dosample=False, repetition_penalty=1.0,
+    # greedy; the repetition penalty as asked (the checkpoint's generation_config.json for the official
+    # defaults): qwen-tts applies it to the talker's first codebook only, over every code generated so far
+    kw = dict(do_sample=False, subtalker_dosample=False, repetition_penalty=float(request.get("repetition_penalty", 1.0)),
               max_new_tokens=int(request["frames"]), non_streaming_mode=request["layout"] == "nonstreaming")
     variant, text, lang = request["variant"], request["text"], request["language"]
     extra: dict = {}

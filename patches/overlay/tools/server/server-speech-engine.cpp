@@ -680,6 +680,9 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
     sp.top_k         = p.top_k;
     sp.top_p         = p.top_p;
     sp.penalty_repeat = p.repetition_penalty;
+    // over every first-codebook code generated so far, as the Qwen3-TTS reference applies it (the
+    // server's default window is the last 64 tokens)
+    sp.penalty_last_n = (int32_t) llama_n_ctx(slot.lctx);
     smpl = common_sampler_init(engine.model(), sp);
     if (!smpl) {
         err = "the sampler could not be created";
