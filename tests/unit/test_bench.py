@@ -360,3 +360,9 @@ def test_parse_llama_tts_log_reads_the_reference_encoder_time():
     p = logs.parse_llama_tts_log(LOG + "\nreference: 2000 codes encoded in 812.5 ms\n")
     assert p["reference_encode"] == {"frames": 125, "ms": 812.5}
     assert "reference_encode" not in logs.parse_llama_tts_log(LOG)
+
+
+def test_summary_stage_line_names_each_stage_and_dashes_a_missing_one():
+    line = bench_cmd.stages_text({"talker_ms_per_step": 25.383, "predictor_ms_per_frame": 67.86,
+                                  "decode_ms_per_frame": None})
+    assert line == "talker 25.38 ms/step  predictor 67.86 ms/frame  decode – ms/frame"
