@@ -164,7 +164,7 @@ def run(args, ctx) -> int:
             for who, st in (("llama-tts", o.get("stages")),
                             ("server", ((c.get("server") or {}).get("synthesis") or {}).get("stages"))):
                 if st:
-                    ui.info(f"      {who:<9}  {stages_text(st)}")
+                    ui.info(f"  {who:<9} {stages_text(st)}")
     return 0
 
 
@@ -173,7 +173,8 @@ def stages_text(st: dict) -> str:
     def ms(key):
         v = st.get(key)
         return "–" if v is None else f"{v:.2f}"
-    return (f"talker {ms('talker_ms_per_step')} ms/step  predictor {ms('predictor_ms_per_frame')} ms/frame  "
+    # short enough for an 80-column console (ui wraps longer lines)
+    return (f"talker {ms('talker_ms_per_step')} ms/step  predictor {ms('predictor_ms_per_frame')}  "
             f"decode {ms('decode_ms_per_frame')} ms/frame")
 
 

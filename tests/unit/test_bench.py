@@ -365,4 +365,5 @@ def test_parse_llama_tts_log_reads_the_reference_encoder_time():
 def test_summary_stage_line_names_each_stage_and_dashes_a_missing_one():
     line = bench_cmd.stages_text({"talker_ms_per_step": 25.383, "predictor_ms_per_frame": 67.86,
                                   "decode_ms_per_frame": None})
-    assert line == "talker 25.38 ms/step  predictor 67.86 ms/frame  decode – ms/frame"
+    assert line == "talker 25.38 ms/step  predictor 67.86  decode – ms/frame"
+    assert len(f"  llama-tts {bench_cmd.stages_text({k: 1000.0 for k in ('talker_ms_per_step', 'predictor_ms_per_frame', 'decode_ms_per_frame')})}") <= 80
