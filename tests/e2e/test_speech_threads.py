@@ -6,7 +6,7 @@ A compute thread sleeps in the kernel (a voluntary switch) when a thread barrier
 of spinning. llama-tts spins; a frame at the tiny shape passes ~2250 barriers (one after each graph node
 of the talker step, the 15 unrolled predictor steps and the decoder). A server built with GCC's libgomp
 slept at every one of them once a second OS thread had computed (libgomp then counts more threads than
-CPUs and throttles its spinning): 2290 switches per frame against llama-tts's 1. With ggml's own
+CPUs and throttles its spinning): 2100-2300 switches per frame against llama-tts's ~1. With ggml's own
 threadpool both spin. Involuntary switches (preemption) depend on load and are not counted."""
 
 from __future__ import annotations
