@@ -159,7 +159,23 @@ def run(args, ctx) -> int:
                     + (f"  reference {ref['rtf']:.2f}  ratio {c['rtf_ratio']:.2f}" if ref.get("rtf") else "")
                     + f"  {o['frames_per_s']:.2f} frames/s" + (f"  TTFA {ttfa:.0f} ms" if ttfa else "")
                     + f"  RSS {o['peak_rss_mib']:.0f} MiB")
+            # the per-stage cost of llama-tts and of the server side by side: a penalty that only one of
+            # them pays (issue 12: libgomp's sleeping barriers in the server) shows here at any shape
+            for who, st in (("llama-tts", o.get("stages")),
+                            ("server", ((c.get("server") or {}).get("synthesis") or {}).get("stages"))):
+                if st:
+                    ui.info(f"  {who:<9} {stages_text(st)}")
     return 0
+
+
+def stages_text(st: dict) -> str:
+    """A per-stage line of the summary: talker ms/step, predictor and decode ms/frame."""
+    def ms(key):
+        v = st.get(key)
+        return "–" if v is None else f"{v:.2f}"
+    # short enough for an 80-column console (ui wraps longer lines)
+    return (f"talker {ms('talker_ms_per_step')} ms/step  predictor {ms('predictor_ms_per_frame')}  "
+            f"decode {ms('decode_ms_per_frame')} ms/frame")
 
 
 def _speech_server(path: Path, env) -> Path | None:

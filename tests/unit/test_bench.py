@@ -372,3 +372,10 @@ def test_clone_table_gives_the_encoder_time_and_the_cached_voice_ttfa():
     assert "Cloned voice" in md
     row = [ln for ln in md.splitlines() if ln.startswith("| q8_0 | 2 | icl |")]
     assert row == ["| q8_0 | 2 | icl | 10.0 | 125 | 812 | 612 / 455 |"]
+
+
+def test_summary_stage_line_names_each_stage_and_dashes_a_missing_one():
+    line = bench_cmd.stages_text({"talker_ms_per_step": 25.383, "predictor_ms_per_frame": 67.86,
+                                  "decode_ms_per_frame": None})
+    assert line == "talker 25.38 ms/step  predictor 67.86  decode – ms/frame"
+    assert len(f"  llama-tts {bench_cmd.stages_text({k: 1000.0 for k in ('talker_ms_per_step', 'predictor_ms_per_frame', 'decode_ms_per_frame')})}") <= 80
