@@ -83,6 +83,29 @@ def test_bad_clone_input_is_a_400_naming_the_voice(icl_server, body, param, word
     assert requests.get(f"{s.base}/health", timeout=10).status_code == 200
 
 
+def test_a_cached_voice_does_not_decode_its_reference_again(built, tmp_path):
+    """Patch 0034: the reference's 25 frames go through the decoder's batches 1, 1, 2, 4, 8 (16 frames)
+    and the first 9 of a 16-frame batch. A second request with the same voice restores what they left
+    instead of decoding them again: 16 frames fewer through the decoder, the same bytes."""
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    sf.write(voices / "bob.wav", _tone(2.0, 150), 24000)
+    (voices / "bob.txt").write_text("This is Bob speaking.", encoding="utf-8")
+    body = {"input": "Cloned in context, twice.", "voice": "bob", "seed": 7, "max_frames": 12}
+    with speech_server(built, "icl-cached", "base", "--tts-voices-dir", str(voices)) as s:
+        url = f"{s.base}/v1/audio/speech"
+        first, second = (requests.post(url, json=body, timeout=300) for _ in range(2))
+        other = requests.post(url, json={**body, "clone_mode": "xvector"}, timeout=300)
+        third = requests.post(url, json=body, timeout=300)
+    assert first.status_code == second.status_code == other.status_code == third.status_code == 200
+    assert first.content == second.content == third.content
+    decoded = [int(r.headers["x-speech-decoded-frames"]) for r in (first, second, other, third)]
+    frames = int(first.headers["x-speech-frames"])
+    assert decoded[0] == 25 + frames and decoded[1] == decoded[0] - 16, decoded
+    # an x-vector request between them decodes no reference and leaves the kept one in place
+    assert decoded[2] == int(other.headers["x-speech-frames"]) and decoded[3] == decoded[1], decoded
+
+
 def test_a_rewritten_recording_is_encoded_again(icl_server):
     s, voices = icl_server
     url = f"{s.base}/v1/audio/speech"

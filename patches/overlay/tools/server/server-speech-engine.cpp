@@ -71,6 +71,7 @@ void speech_stage_timings::add(const mtmd_helper_gen_audio_timings & t) {
     decode_ms     += t.t_decode_ms;
     prompt_tokens += t.n_prompt_tokens;
     frames        += t.n_code_frames;
+    decoded_frames += t.n_decode_frames;
 }
 
 speech_slot::~speech_slot() {

@@ -54,6 +54,7 @@ struct speech_gen_params {
 struct speech_stage_timings {
     double prompt_ms = 0, talker_ms = 0, code_ms = 0, decode_ms = 0;
     int    prompt_tokens = 0, frames = 0;
+    int    decoded_frames = 0; // frames through the codec decoder, a cloned voice's reference included
 
     void add(const mtmd_helper_gen_audio_timings & t);
 };

@@ -610,6 +610,7 @@ void speech_job::fill_headers(server_http_res & res, bool whole) const {
         res.headers["X-Real-Time-Factor"] = string_format("%.3f", audio > 0 ? wall / audio : 0.0);
         res.headers["X-Speech-Frames"]    = std::to_string(n_frames);
         res.headers["X-Speech-Frame-Capped-Segments"] = std::to_string(n_capped);
+        res.headers["X-Speech-Decoded-Frames"] = std::to_string(timings.decoded_frames);
         res.headers["X-Speech-Stages-Ms"] = string_format("prompt=%.1f talker=%.1f code=%.1f decode=%.1f",
             timings.prompt_ms, timings.talker_ms, timings.code_ms, timings.decode_ms);
     }
