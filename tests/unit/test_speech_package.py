@@ -50,20 +50,27 @@ def test_reference_missing_is_exit_5_naming_the_install_command(monkeypatch):
     assert e.value.exit_code == 5 and "scripts/bootstrap --test" in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("verb", [
-    ["model", "parity", "HF", "--model", "M"],
-    ["bench", "--model", "HF", "--quant", "q8_0", "--threads", "1"],
-])
-def test_verbs_that_need_the_reference_stop_in_one_line(verb, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(reference, "installed", lambda: False)
+def _checkpoint_and_stage(tmp_path, monkeypatch, *, server: bool):
+    """A CustomVoice config and a host stage of empty binaries (llama-server only with `server`)."""
     hf = tmp_path / "hf"
     hf.mkdir()
     (hf / "config.json").write_text('{"tts_model_type": "custom_voice", "talker_config": {"spk_id": {"a": 1}}}')
     stage = tmp_path / "work" / "stage" / "host" / "bin"
     stage.mkdir(parents=True)
     (stage / "llama-tts").write_text("")
-    (stage / "llama-server").write_text("")   # parity runs the server's route too
+    if server:
+        (stage / "llama-server").write_text("")   # parity runs the server's route too
     monkeypatch.setenv("Q3BUILD_WORK_DIR", str(tmp_path / "work"))
+    return hf
+
+
+@pytest.mark.parametrize("verb", [
+    ["model", "parity", "HF", "--model", "M"],
+    ["bench", "--model", "HF", "--quant", "q8_0", "--threads", "1"],
+])
+def test_verbs_that_need_the_reference_stop_in_one_line(verb, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(reference, "installed", lambda: False)
+    hf = _checkpoint_and_stage(tmp_path, monkeypatch, server=True)
     args = [str(hf) if a == "HF" else str(tmp_path / "m") if a == "M" else a for a in verb]
     if verb[0] == "bench":
         args.append("--no-server")
@@ -82,13 +89,8 @@ def test_tts_argv_clones_in_context_with_a_transcript():
 
 
 def test_parity_names_a_missing_server_and_a_penalty_out_of_range(monkeypatch, tmp_path, capsys):
-    hf = tmp_path / "hf"
-    hf.mkdir()
-    (hf / "config.json").write_text('{"tts_model_type": "custom_voice", "talker_config": {"spk_id": {"a": 1}}}')
+    hf = _checkpoint_and_stage(tmp_path, monkeypatch, server=False)
     stage = tmp_path / "work" / "stage" / "host" / "bin"
-    stage.mkdir(parents=True)
-    (stage / "llama-tts").write_text("")
-    monkeypatch.setenv("Q3BUILD_WORK_DIR", str(tmp_path / "work"))
     base = ["--project", str(REPO), "model", "parity", str(hf), "--model", str(tmp_path / "m")]
     assert cli.main(base) == 2
     err = capsys.readouterr().err
