@@ -97,8 +97,8 @@ def _model(ctx, args, plan) -> tuple[Path, Path | None]:
 
 
 def _parity(ctx, args, plan, model: Path, hf: Path | None) -> validate.Check:
-    """The staged llama-tts against the official implementation on validate's own checkpoint, stage by
-    stage (`q3build model parity`), when the reference is installed."""
+    """The staged llama-tts and llama-server against the official implementation on validate's own
+    checkpoint, stage by stage (`q3build model parity`), when the reference is installed."""
     if args.no_parity:
         return validate.Check("parity", "skipped", "--no-parity")
     if plan.target.cross:
@@ -112,10 +112,11 @@ def _parity(ctx, args, plan, model: Path, hf: Path | None) -> validate.Check:
     from q3build.speech.model import parity
 
     t0 = time.monotonic()
-    with ui.step("Parity of llama-tts with the official implementation"):
+    with ui.step("Parity of llama-tts and llama-server with the official implementation"):
         req = parity.Request(checkpoint=hf.resolve(), model_dir=model.resolve(), variant="custom_voice",
                              speaker=PARITY_SPEAKER, frames=args.max_frames)
-        report = parity.parity(req, plan.stage_dir / "bin" / "llama-tts", ctx.env)
+        bin_dir = plan.stage_dir / "bin"
+        report = parity.parity(req, bin_dir / "llama-tts", ctx.env, llama_server=bin_dir / "llama-server")
     c = validate.Check("parity", seconds=time.monotonic() - t0)
     names = ", ".join(st.name for st in report.stages)
     if report.first_divergence is None:
