@@ -20,8 +20,8 @@ GREEDY = ("--temp", "0", "--top-k", "1")
 
 
 def repetition_penalty(penalty: float) -> list[str]:
-    """llama-tts penalising repeated first-codebook codes as qwen-tts does. The window is llama-tts's
-    default, every code generated so far (-1, which patch 0033 makes work; the option rejects -1)."""
+    """llama-tts penalising repeated first-codebook codes as qwen-tts does. The window stays llama-tts's
+    default, -1: every code generated so far (patch 0033 makes the sampler honour it)."""
     return ["--repeat-penalty", f"{penalty:g}"]
 
 

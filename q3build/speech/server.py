@@ -18,6 +18,16 @@ SPEECH = "/v1/audio/speech"
 VOICES = "/v1/audio/voices"
 
 
+def cloned_voice(voices: Path, name: str, recording: Path, transcript: str | None) -> list[str]:
+    """A voices directory (created) holding one cloned voice: the recording as <name>.wav and, for
+    in-context cloning, its transcript as <name>.txt. The llama-server arguments that serve it."""
+    voices.mkdir()
+    (voices / f"{name}.wav").write_bytes(Path(recording).read_bytes())
+    if transcript:
+        (voices / f"{name}.txt").write_text(transcript, encoding="utf-8")
+    return ["--tts-voices-dir", str(voices)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

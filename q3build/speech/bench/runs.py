@@ -25,7 +25,7 @@ from q3build.speech.bench.logs import (
 )
 from q3build.speech.bench.weights import bandwidth_share, model_weights
 from q3build.speech.facts import missing_model_files
-from q3build.speech.server import Server, SpeechClient, free_port
+from q3build.speech.server import Server, SpeechClient, cloned_voice, free_port
 
 QUANTS = ("f32", "f16", "q8_0", "q4_0")
 SCHEMA = 1
@@ -178,12 +178,7 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
             # a Base model speaks with the job's recording as a cloned voice of the server: in context
             # with its transcript beside it. The first request encodes it (cold TTFA), the warm one
             # finds it cached
-            voices = Path(tmp) / "voices"
-            voices.mkdir()
-            (voices / "bench.wav").write_bytes(Path(job.voice.reference_wav).read_bytes())
-            if job.voice.reference_text:
-                (voices / "bench.txt").write_text(job.voice.reference_text, encoding="utf-8")
-            extra += ["--tts-voices-dir", str(voices)]
+            extra += cloned_voice(Path(tmp) / "voices", "bench", job.voice.reference_wav, job.voice.reference_text)
             voice = "bench"
         argv = speech_argv.llama_server(llama_server, model_dir, port=port, threads=threads, max_frames=job.frames,
                                         extra=extra)

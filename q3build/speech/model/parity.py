@@ -274,12 +274,7 @@ def run_server(req: Request, llama_server: Path, work: Path, env: Mapping[str, s
             "repetition_penalty": req.repetition_penalty, "max_frames": req.frames, "response_format": "wav",
             "text_layout": "streaming" if req.layout == "streaming" else "full"}
     if req.variant == "base":
-        voices = work / "voices"
-        voices.mkdir()
-        (voices / "parity.wav").write_bytes(req.reference_wav.read_bytes())
-        if req.reference_text:
-            (voices / "parity.txt").write_text(req.reference_text, encoding="utf-8")
-        extra += ["--tts-voices-dir", str(voices)]
+        extra += speech_server.cloned_voice(work / "voices", "parity", req.reference_wav, req.reference_text)
         body.update(voice="parity", clone_mode="icl" if req.reference_text else "xvector")
     elif req.speaker:
         body["voice"] = req.speaker
@@ -320,8 +315,10 @@ def compare_server(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray]
     return stages
 
 
-def parity(req: Request, llama_tts: Path, env: Mapping[str, str], llama_server: Path | None = None) -> Report:
+def parity(req: Request, llama_tts: Path, env: Mapping[str, str], *, llama_server: Path | None) -> Report:
     """llama-tts (and, with `req.server`, llama-server) against the official run."""
+    if req.server and llama_server is None:
+        raise ValueError("parity through the server (req.server) needs the llama_server binary")
     reference.require("model parity")
     with tempfile.TemporaryDirectory(prefix="q3-parity-") as tmp:
         work = Path(tmp)
