@@ -364,13 +364,32 @@ def test_voice_design_follows_instructions(built):
     assert voices["voices"] == [] and voices["model"].startswith("qwen3-tts voice_design")
 
 
-def test_stream_equals_the_whole_file_without_post_processing(built):
+@pytest.fixture(scope="module")
+def custom_voice_q8_0(built):
+    """The tiny CustomVoice checkpoint as q8_0: its decoder's convolution kernels are F16, so its
+    transposed-convolution kernels are converted to F16 at load (0029); the f32 models keep F32 ones."""
+    name = "custom_voice-q8_0"
+    if not (built / name / "mmproj.gguf").exists():
+        mp = pytest.MonkeyPatch()
+        mp.setenv("Q3BUILD_WORK_DIR", str(built / "work"))
+        try:
+            assert q3("model", "convert", str(built / "hf-custom_voice"), "--out", str(built / name),
+                      "--outtype", "q8_0") == 0
+        finally:
+            mp.undo()
+    return name
+
+
+@pytest.mark.parametrize("quant", ["f32", "q8_0"])
+def test_stream_equals_the_whole_file_without_post_processing(built, request, quant):
     """With trim and normalisation off, the chunked stream carries exactly the samples of the whole
     response, across every codec decoder batch size (1, 1, 2, 4, 8, 16, 16 .. frames; a segment that
-    ends inside a batch decodes it padded) and a segment boundary."""
+    ends inside a batch decodes it padded) and a segment boundary; with the f32 model and with a q8_0
+    one (F16 decoder kernels, transposed ones converted at load)."""
+    model = "custom_voice" if quant == "f32" else request.getfixturevalue("custom_voice_q8_0")
     # a first chunk of 3 frames ends inside the third decoder batch: that batch is decoded padded for
     # the stream, then again when it completes, and must give the same samples both times
-    with speech_server(built, "raw", "custom_voice", "--no-tts-trim", "--no-tts-normalize",
+    with speech_server(built, "raw", model, "--no-tts-trim", "--no-tts-normalize",
                        "--tts-segment-chars", "24", "--tts-stream-frames", "3") as s:
         body = {"input": "First sentence here. 第二句话在这里。", "voice": "vivian", "seed": 4, "max_frames": 80,
                 "response_format": "pcm"}
