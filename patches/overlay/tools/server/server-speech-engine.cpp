@@ -114,17 +114,23 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     speakers = special_names(vocab, "spk_");
     langs    = special_names(vocab, "codec_language_");
 
-    // worst case per slot: the longest segment's prompt (text, instructions, codec prefix) plus its frames;
-    // the KV cache is most of a slot's memory, so room for instructions only where the model takes them:
-    // 2 tokens per character of --tts-max-instructions (longer ones are refused)
+    // A slot's talker context (its KV cache is most of a slot's memory) holds the longest segment it can
+    // generate: the prompt, then the frame cap of a segment of --tts-segment-chars characters. The prompt
+    // is the segment's text, at most 2 tokens per character (the request parser splits a segment whose
+    // text takes more), plus prompt_fixed_rows (turn markers, the codec prefix, the speaker, tts_eos);
+    // room for an instruction turn only where the model takes instructions (2 tokens per character of
+    // --tts-max-instructions, longer ones are refused); a Base model clones in context too: room for the
+    // longest transcript (one token per character, longer ones are refused) and the codes of the longest
+    // recording (12.5 frames a second). 200 characters, CustomVoice: 825 frames + 400 + 16 -> 1280 cells.
     const int seg_chars = std::max(16, params.tts_segment_chars);
+    text_tokens  = 2 * seg_chars;
     instr_tokens = takes_instructions() ? 2 * std::max(1, params.tts_max_instructions) : 0;
-    // a Base model clones in context too: room for the longest transcript (one token per character,
-    // longer ones are refused) and the codes of the longest recording (12.5 frames a second)
     limits = { 0.5, (double) std::max(1, params.tts_max_ref_seconds), 8000, 192000, 2 };
     icl_tokens = type == "base" ? (int) max_transcript_chars + (int) std::ceil(limits.max_seconds * 12.5) + 2 : 0;
-    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + icl_tokens + 64;
-    n_ctx = (n_ctx + 255) / 256 * 256;
+    const int frame_cap = segment_frame_cap((size_t) seg_chars);
+    n_ctx = frame_cap + text_tokens + prompt_fixed_rows + (instr_tokens > 0 ? instr_tokens + instruction_turn_rows : 0) +
+            icl_tokens;
+    n_ctx = (n_ctx + 255) / 256 * 256; // libllama pads a context to 256 cells
 
     if (!params.tts_voices_dir.empty()) {
         std::error_code ec;
@@ -176,9 +182,12 @@ bool speech_engine::load(const common_params & params, const llama_model * model
         }
         alias_map[lower(name)] = voice;
     }
-    SPE_INF("enabled: %s, %d slot(s) of %d tokens, %zu built-in speaker(s), %s, %zu language(s)\n",
-            describe().c_str(), n_slots, n_ctx, speakers.size(), cloning ? "voice cloning" : "no voice cloning",
-            langs.size());
+    SPE_INF("enabled: %s, %d slot(s) of %d tokens (segment: %d frames, %d text tokens%s%s), %zu built-in speaker(s), "
+            "%s, %zu language(s)\n",
+            describe().c_str(), n_slots, n_ctx, segment_frame_cap((size_t) std::max(16, cparams.tts_segment_chars)),
+            text_tokens, instr_tokens > 0 ? (", " + std::to_string(instr_tokens) + " for instructions").c_str() : "",
+            icl_tokens > 0 ? (", " + std::to_string(icl_tokens) + " for a cloned voice's reference").c_str() : "",
+            speakers.size(), cloning ? "voice cloning" : "no voice cloning", langs.size());
     return true;
 }
 
