@@ -202,7 +202,11 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
     lparams.n_outputs_max         = 1;
     lparams.n_outputs_max_per_seq = 1;
     lparams.n_batch    = std::min<uint32_t>(lparams.n_batch, (uint32_t) n_ctx);
-    lparams.n_ubatch   = std::min(lparams.n_ubatch, lparams.n_batch);
+    // a slot's compute buffer is sized for a whole ubatch against the whole context (the attention scores
+    // alone, without flash attention: n_ubatch x n_ctx x heads floats, 40 MiB at 512 x 1280 x 16): prompts
+    // are decoded in ubatches of at most speech_ubatch rows, which a typical segment's prompt fits in
+    // (a longer prompt is decoded in more passes over the weights)
+    lparams.n_ubatch   = std::min({ lparams.n_ubatch, lparams.n_batch, (uint32_t) speech_ubatch });
     // a second context on the server's model: llama_init_from_model only reads the model
     slot.lctx = llama_init_from_model(const_cast<llama_model *>(mdl), lparams);
     if (!slot.lctx) {

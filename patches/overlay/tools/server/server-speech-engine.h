@@ -174,6 +174,8 @@ public:
     // tokens that merge differently inside the turn than alone; an instruction's user turn adds 5
     static constexpr int prompt_fixed_rows     = 16;
     static constexpr int instruction_turn_rows = 8;
+    // most prompt rows a slot decodes in one pass (its compute buffer is sized for this many)
+    static constexpr int speech_ubatch = 128;
     int32_t max_icl_tokens() const { return icl_tokens; }
 
     // tokens of text in the talker's vocabulary (no special tokens parsed)
