@@ -3,6 +3,7 @@
 #include "log.h"
 #include "sampling.h"
 #include "server-speech-audio.h"
+#include "../src/llama-ext.h" // llama_get_memory_breakdown
 
 #include <algorithm>
 #include <cctype>
@@ -240,6 +241,15 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
     }
     slot.mctx = mctx;
     slot.gen  = std::make_unique<mtmd_helper::gen_audio>(slot.lctx, slot.mctx);
+    // what a slot reserves besides the shared weights and mtmd context (`q3build bench --slots` reads it)
+    size_t kv = 0, compute = 0;
+    for (const auto & [buft, mb] : llama_get_memory_breakdown(slot.lctx)) {
+        (void) buft;
+        kv      += mb.context;
+        compute += mb.compute;
+    }
+    SPE_INF("slot %d: talker context of %u cells: KV cache %.2f MiB, compute buffer %.2f MiB\n", id,
+            llama_n_ctx(slot.lctx), kv / 1048576.0, compute / 1048576.0);
     return true;
 }
 
