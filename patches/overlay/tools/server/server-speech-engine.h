@@ -169,9 +169,10 @@ public:
     // longest transcript of a cloned voice, in characters; the slots reserve room for it (one token
     // per character) and for the codes of the longest recording
     static constexpr size_t max_transcript_chars = 600;
-    // prompt rows besides the text (mtmd-helper-gen's Qwen3-TTS prompt: 3 of the assistant turn, up to 5
-    // of the codec prefix, the speaker, tts_bos, tts_eos, the first codec row: 11) with a margin for
-    // tokens that merge differently inside the turn than alone; an instruction's user turn adds 5
+    // prompt rows besides the text (mtmd-helper-gen's Qwen3-TTS prompt: 3 of the assistant turn, up to 4
+    // of the codec prefix (think, think_bos, language, think_eos), the speaker, tts_bos, tts_eos, the first
+    // codec row: 11) with a margin for tokens that merge differently inside the turn than alone; an
+    // instruction's user turn adds 5
     static constexpr int prompt_fixed_rows     = 16;
     static constexpr int instruction_turn_rows = 8;
     // most prompt rows a slot decodes in one pass (its compute buffer is sized for this many)
