@@ -7,6 +7,10 @@
       the same checkpoint at each thread count, and llama-server's streaming speech route for the
       time to first audio; reports per-stage times, RTF, TTFA, peak RSS and the weight-read rate
       against a STREAM-style read bandwidth measured in the same run
+  q3build bench --target host --model HF_DIR --slots 1,4 [--quant q8_0] [--threads 2] [--frames 12]
+      memory per speech slot: llama-server with --tts-slots N for each N, N short requests at once, its
+      peak RSS (idle and after them) and what each slot reserves (talker KV cache, compute buffer), at the
+      first --quant and --threads; no speed runs
   q3build bench --markdown RUN.json [RUN.json ...] [--out docs/performance.md]
       the performance tables from bench JSON; with --out also the plots (matplotlib), written beside the
       page into docs/performance/*.png and embedded in it
@@ -57,6 +61,8 @@ def add_arguments(p) -> None:
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="an observation to keep with the result (rendered under its table); repeatable")
     p.add_argument("--markdown", nargs="+", metavar="RUN_JSON", help="render bench JSON files as Markdown")
+    p.add_argument("--slots", metavar="N,M", help="measure llama-server's peak RSS with each number of speech slots "
+                   "(N requests at once for N slots) instead of the speed runs, e.g. 1,4")
 
 
 def parse_threads(spec: str, cpus: int) -> tuple[int, ...]:
@@ -92,6 +98,17 @@ def run(args, ctx) -> int:
                 docs.append(json.loads(Path(f).read_text()))
             except (OSError, ValueError) as e:
                 raise InputError(f"{f}: not a bench JSON file ({e})") from None
+        slot_docs = [isinstance(d, dict) and d.get("kind") == "slots" for d in docs]
+        if any(slot_docs):
+            if not all(slot_docs):
+                raise InputError("--markdown: `bench --slots` documents are rendered on their own, not with speed runs")
+            from q3build.speech.bench import slots
+            text = slots.render_markdown(docs, names=[Path(f).stem for f in args.markdown])
+            if args.out:
+                Path(args.out).write_text(text)
+            else:
+                print(text, end="")
+            return 0
         if args.out:
             # the pictures go into a folder named like the page, beside it (docs/performance/*.png)
             out = Path(args.out)
@@ -111,7 +128,7 @@ def run(args, ctx) -> int:
         raise InputError(f"--decoder-curve {args.decoder_curve}: expected 0 or a power of two (1, 2, 4 … 64)")
     if args.board:
         return _on_board(args, ctx)
-    if not args.no_reference:
+    if not args.no_reference and not args.slots:
         from q3build.speech import reference
         reference.require("bench (its reference side; --no-reference measures ours alone)")
     hf = Path(args.model).resolve()
@@ -139,6 +156,8 @@ def run(args, ctx) -> int:
             ui.warn("llama-server has no speech service (--tts-max-frames); TTFA is not measured")
     if args.reference_text and not args.reference_wav:
         raise InputError("--reference-text needs --reference-wav (the recording it transcribes)")
+    if args.slots:
+        return _slots(args, ctx, hf, config, speaker)
     voice = speech_argv.Voice(speaker=speaker, instruct=args.instruct,
                               reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
                               reference_text=args.reference_text or None)
@@ -234,6 +253,54 @@ def _on_board(args, ctx) -> int:
                 continue
             ui.info(f"{c['quant']:<5} {c['threads']} thr  RTF {syn.get('rtf') or float('nan'):.2f}  "
                     f"TTFA {s['ttfa_ms']:.0f} ms (warm {s['ttfa_warm_ms']:.0f} ms)  RSS {s['peak_rss_mib']} MiB")
+    return 0
+
+
+def _slots(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
+    """`--slots`: peak RSS of llama-server with each number of speech slots (q3build.speech.bench.slots)."""
+    from q3build.speech.bench import runs, slots
+
+    try:
+        counts = slots.parse_counts(args.slots)
+    except ValueError:
+        raise InputError(f"--slots {args.slots!r}: expected positive integers, e.g. 1,4") from None
+    quant = parse_quants(args.quant)[0]
+    threads = parse_threads(args.threads, os.cpu_count() or 1)[0]
+    server = _speech_server(ctx.project.stage_dir(args.target) / "bin" / "llama-server", ctx.env)
+    if server is None:
+        raise InputError(f"{ctx.project.stage_dir(args.target) / 'bin' / 'llama-server'} has no speech service",
+                         hint=f"run `q3build make --target {args.target}` first")
+    gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
+    model_dir = runs.ensure_converted(ctx.project, hf, gguf_root / quant, quant, ctx.env, args.target)
+    logs = ctx.project.work / "bench" / "slots"
+    logs.mkdir(parents=True, exist_ok=True)
+    doc: dict = {"schema": runs.SCHEMA, "kind": "slots", "checkpoint": str(hf), "shape": runs.shape_name(config),
+                 "variant": config.get("tts_model_type"), "quant": quant, "threads": threads, "frames": args.frames,
+                 "text": args.text, "target": args.target, "machine": runs.machine_info(), "runs": [],
+                 "notes": list(args.note)}
+    for n in counts:
+        ui.info(f"▶ llama-server with {n} speech slot(s), {n} request(s) at once")
+        try:
+            r = slots.measure(server, model_dir, n, ctx.env, threads=threads, frames=args.frames, text=args.text,
+                              voice=speaker, instructions=args.instruct,
+                              reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
+                              reference_text=args.reference_text, log_path=logs / f"{quant}-{n}.log")
+        except RuntimeError as e:
+            raise runs.BenchError(str(e)) from None
+        doc["runs"].append(r)
+    doc.update(slots.summarize(doc["runs"]))
+    doc["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
+    if _emit(doc, args):
+        for r in doc["runs"]:
+            ui.info(f"{r['slots']} slot(s): peak RSS {r['peak_mib']:.0f} MiB ({r['idle_mib']:.0f} MiB idle), "
+                    f"{r['requests']} request(s) in {r['wall_s']:.1f} s")
+        if "per_extra_slot_mib" in doc:
+            ui.info(f"per extra slot: {doc['per_extra_slot_mib']:.0f} MiB peak RSS")
+        if "reserved_per_slot_mib" in doc:
+            ui.info(f"reserved per slot: {doc['reserved_per_slot_mib']:.1f} MiB (talker KV cache and compute buffer, "
+                    f"{doc['cells_per_slot']} cells)")
+        m = doc["machine"]
+        ui.info(f"{m['cpu']}, {m['cpus']} CPU(s), load {m['loadavg']} -> {m['loadavg_after']}")
     return 0
 
 

@@ -118,3 +118,45 @@ def test_markdown_renders_the_run(result, capsys):
     row = next(ln for ln in md.splitlines() if ln.startswith("| q8_0 | 1 |"))
     assert f"{doc['configs'][0]['ours']['rtf']:.2f}" in row
     assert "Codec decoder cost per call" in md
+
+
+# --- bench --slots: memory per speech slot ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slots_result(tmp_path_factory, host_work):
+    root = tmp_path_factory.mktemp("bench-slots")
+    out = root / "slots.json"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
+    try:
+        assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(root / "hf")) == 0
+        assert q3("bench", "--target", "host", "--model", str(root / "hf"), "--slots", "2,1", "--quant", "q8_0",
+                  "--threads", "1", "--frames", "4", "--out", str(out)) == 0
+        yield out, json.loads(out.read_text())
+    finally:
+        mp.undo()
+
+
+def test_slots_document_has_peak_rss_and_what_each_slot_reserves(slots_result):
+    _, doc = slots_result
+    assert doc["kind"] == "slots" and doc["quant"] == "q8_0" and doc["threads"] == 1 and doc["shape"] == "tiny"
+    assert [r["slots"] for r in doc["runs"]] == [1, 2]
+    for r in doc["runs"]:
+        assert r["requests"] == r["slots"]
+        assert r["peak_mib"] >= r["idle_mib"] > 10
+        # every slot of the server logged its talker context, all alike
+        assert [s["slot"] for s in r["per_slot"]] == list(range(r["slots"]))
+        assert len({(s["cells"], s["kv_mib"], s["compute_mib"]) for s in r["per_slot"]}) == 1
+        assert r["per_slot"][0]["cells"] % 256 == 0 and r["per_slot"][0]["kv_mib"] > 0
+    lo, hi = doc["runs"]
+    assert doc["per_extra_slot_mib"] == pytest.approx(hi["peak_mib"] - lo["peak_mib"])
+    assert doc["reserved_per_slot_mib"] == pytest.approx(lo["per_slot"][0]["kv_mib"] + lo["per_slot"][0]["compute_mib"])
+    assert doc["machine"]["cpu"] and doc["machine"]["loadavg_after"] >= 0
+
+
+def test_slots_markdown(slots_result, capsys):
+    out, doc = slots_result
+    capsys.readouterr()
+    assert q3("bench", "--markdown", str(out)) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| slots |") and f"{doc['cells_per_slot']})" in row

@@ -259,15 +259,51 @@ def test_eight_concurrent_requests_all_succeed(client):
         assert (info.samplerate, info.channels) == (24000, 1) and info.frames > 0
 
 
-def test_seeded_requests_side_by_side_give_their_solo_bytes(client):
-    # the two slots share one mtmd context and take turns per frame; a seeded request must still
-    # sample exactly as it does alone (every frame draws from its own seed, not a shared stream)
-    texts = {21: "The first voice speaks alone.", 22: "A second voice talks alongside it."}
-    solo = {seed: speech(client, input=t, extra_body={"seed": seed}).content for seed, t in texts.items()}
-    with ThreadPoolExecutor(2) as pool:
-        futures = {seed: pool.submit(speech, client, input=t, extra_body={"seed": seed}) for seed, t in texts.items()}
+def _side_by_side_equals_solo(client, texts, frames=FRAMES):
+    # the slots share one mtmd context and take turns per frame; a seeded request must still sample
+    # exactly as it does alone (every frame draws from its own seed, not a shared stream)
+    def one(seed, text):
+        return speech(client, input=text, extra_body={"seed": seed, "max_frames": frames})
+
+    solo = {seed: one(seed, t).content for seed, t in texts.items()}
+    with ThreadPoolExecutor(len(texts)) as pool:
+        futures = {seed: pool.submit(one, seed, t) for seed, t in texts.items()}
         together = {seed: f.result().content for seed, f in futures.items()}
     assert together == solo
+
+
+def test_seeded_requests_side_by_side_give_their_solo_bytes(client):
+    _side_by_side_equals_solo(client, {21: "The first voice speaks alone.", 22: "A second voice talks alongside it."})
+
+
+# CJK Extension B: 3 tokens a character in the Qwen vocabulary (16 characters, 48 tokens)
+RARE = "𠀀𠀁𠀂𠀃𠀄𠀅𠀆𠀇𠀈𠀉𠀊𠀋𠀌𠀍𠀎𠀏"
+
+
+@pytest.fixture(scope="module")
+def four_slots(built):
+    # slots sized for 16-character segments: room for 32 text tokens (2 a character) each
+    with speech_server(built, "four-slots", "custom_voice", "--tts-slots", "4", "--tts-queue", "4",
+                       "--tts-segment-chars", "16") as s:
+        yield s
+
+
+def test_four_slots_side_by_side_give_their_solo_bytes(four_slots):
+    client = openai.OpenAI(base_url=f"{four_slots.base}/v1", api_key="unused", max_retries=0, timeout=600)
+    _side_by_side_equals_solo(client, {31: "First of four.", 32: "The second one, longer than a segment.",
+                                       33: RARE, 34: "第四个请求。"}, frames=4)
+
+
+def test_a_segment_with_more_tokens_than_a_slot_holds_is_split_again(four_slots):
+    def segments(text):
+        r = _post(four_slots, {**GOOD, "input": text})
+        assert r.status_code == 200, r.text
+        return int(r.headers["x-speech-segments"])
+
+    assert segments("Sixteen letters.") == 1   # 16 characters, 4 tokens
+    assert segments(RARE) == 2                  # 16 characters, 48 tokens: two of 24
+    log = (four_slots.log_file).read_text()
+    assert "4 slot(s) of" in log and "32 text tokens" in log
 
 
 def test_a_client_that_goes_away_frees_its_slot(server, client):

@@ -379,3 +379,70 @@ def test_summary_stage_line_names_each_stage_and_dashes_a_missing_one():
                                   "decode_ms_per_frame": None})
     assert line == "talker 25.38 ms/step  predictor 67.86  decode – ms/frame"
     assert len(f"  llama-tts {bench_cmd.stages_text({k: 1000.0 for k in ('talker_ms_per_step', 'predictor_ms_per_frame', 'decode_ms_per_frame')})}") <= 80
+
+
+# --- bench --slots: memory per speech slot --------------------------------------------------------
+
+SLOT_LOG = """\
+0.05.923 I llama_kv_cache: size = 140.00 MiB
+0.12.001 I speech: slot 1: talker context of 1280 cells: KV cache 140.60 MiB, compute buffer 16.51 MiB
+0.11.999 I speech: slot 0: talker context of 1280 cells: KV cache 140.60 MiB, compute buffer 16.51 MiB
+0.12.002 I speech: slot 2: talker context of 1280 cells: KV cache 140.60 MiB
+"""
+
+
+def test_slot_lines_are_read_in_slot_order_and_whole():
+    from q3build.speech.bench import slots
+
+    got = slots.parse_slot_lines(SLOT_LOG)
+    assert got == [{"slot": 0, "cells": 1280, "kv_mib": 140.6, "compute_mib": 16.51},
+                   {"slot": 1, "cells": 1280, "kv_mib": 140.6, "compute_mib": 16.51}]  # slot 2's line is cut
+    assert slots.parse_slot_lines("no speech here") == []
+
+
+def test_slot_counts():
+    from q3build.speech.bench import slots
+
+    assert slots.parse_counts("4,1") == (1, 4)
+    assert slots.parse_counts("2, 2") == (2,)
+    for bad in ("", "0,1", "-1", "one"):
+        with pytest.raises(ValueError):
+            slots.parse_counts(bad)
+
+
+def test_slot_summary_is_the_cost_of_one_extra_slot():
+    from q3build.speech.bench import slots
+
+    per = [{"slot": i, "cells": 1280, "kv_mib": 140.0, "compute_mib": 10.0 + i} for i in range(4)]
+    runs_ = [{"slots": 4, "idle_mib": 1900.0, "peak_mib": 2000.0, "per_slot": per},
+             {"slots": 1, "idle_mib": 1450.0, "peak_mib": 1400.0, "per_slot": per[:1]}]
+    s = slots.summarize(runs_)
+    assert s == {"per_extra_slot_mib": 200.0, "per_extra_slot_idle_mib": 150.0, "reserved_per_slot_mib": 153.0,
+                 "cells_per_slot": 1280}
+    # one count only, no log lines: nothing to subtract
+    assert slots.summarize([{"slots": 1, "idle_mib": 1.0, "peak_mib": 2.0, "per_slot": []}]) == {}
+
+
+def test_slot_markdown_has_a_row_per_document():
+    from q3build.speech.bench import slots
+
+    doc = {"kind": "slots", "quant": "q8_0", "threads": 2, "machine": {"cpu": "AMD EPYC", "loadavg": 3.1},
+           "runs": [{"slots": 4, "idle_mib": 1900.0, "peak_mib": 2000.0}, {"slots": 1, "idle_mib": 1450.0,
+                                                                           "peak_mib": 1400.0}],
+           "per_extra_slot_mib": 200.0, "reserved_per_slot_mib": 153.0, "cells_per_slot": 1280}
+    text = slots.render_markdown([doc, {**doc, "per_extra_slot_mib": None, "reserved_per_slot_mib": None}],
+                                 names=["after", "before"])
+    rows = text.splitlines()
+    assert len(rows) == 4
+    assert rows[2] == "| after | AMD EPYC (3.1) | q8_0, 2 | 1 / 4 | 1400 (1450) / 2000 (1900) | 200 | 153.0 (1280) |"
+    assert rows[3].endswith("| – | – |")
+
+
+def test_markdown_does_not_mix_slot_documents_with_speed_runs(tmp_path):
+    import argparse
+
+    (tmp_path / "s.json").write_text('{"kind": "slots", "runs": []}')
+    (tmp_path / "r.json").write_text('{"configs": []}')
+    args = argparse.Namespace(markdown=[str(tmp_path / "s.json"), str(tmp_path / "r.json")], out=None)
+    with pytest.raises(InputError, match="rendered on their own"):
+        bench_cmd.run(args, None)

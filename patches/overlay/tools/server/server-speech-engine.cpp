@@ -3,6 +3,7 @@
 #include "log.h"
 #include "sampling.h"
 #include "server-speech-audio.h"
+#include "../src/llama-ext.h" // llama_get_memory_breakdown
 
 #include <algorithm>
 #include <cctype>
@@ -114,17 +115,23 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     speakers = special_names(vocab, "spk_");
     langs    = special_names(vocab, "codec_language_");
 
-    // worst case per slot: the longest segment's prompt (text, instructions, codec prefix) plus its frames;
-    // the KV cache is most of a slot's memory, so room for instructions only where the model takes them:
-    // 2 tokens per character of --tts-max-instructions (longer ones are refused)
+    // A slot's talker context (its KV cache is most of a slot's memory) holds the longest segment it can
+    // generate: the prompt, then the frame cap of a segment of --tts-segment-chars characters. The prompt
+    // is the segment's text, at most 2 tokens per character (the request parser splits a segment whose
+    // text takes more), plus prompt_fixed_rows (turn markers, the codec prefix, the speaker, tts_eos);
+    // room for an instruction turn only where the model takes instructions (2 tokens per character of
+    // --tts-max-instructions, longer ones are refused); a Base model clones in context too: room for the
+    // longest transcript (one token per character, longer ones are refused) and the codes of the longest
+    // recording (12.5 frames a second). 200 characters, CustomVoice: 825 frames + 400 + 16 -> 1280 cells.
     const int seg_chars = std::max(16, params.tts_segment_chars);
+    text_tokens  = 2 * seg_chars;
     instr_tokens = takes_instructions() ? 2 * std::max(1, params.tts_max_instructions) : 0;
-    // a Base model clones in context too: room for the longest transcript (one token per character,
-    // longer ones are refused) and the codes of the longest recording (12.5 frames a second)
     limits = { 0.5, (double) std::max(1, params.tts_max_ref_seconds), 8000, 192000, 2 };
     icl_tokens = type == "base" ? (int) max_transcript_chars + (int) std::ceil(limits.max_seconds * 12.5) + 2 : 0;
-    n_ctx = segment_frame_cap((size_t) seg_chars) + 4 * seg_chars + instr_tokens + icl_tokens + 64;
-    n_ctx = (n_ctx + 255) / 256 * 256;
+    const int frame_cap = segment_frame_cap((size_t) seg_chars);
+    n_ctx = frame_cap + text_tokens + prompt_fixed_rows + (instr_tokens > 0 ? instr_tokens + instruction_turn_rows : 0) +
+            icl_tokens;
+    n_ctx = (n_ctx + 255) / 256 * 256; // libllama pads a context to 256 cells
 
     if (!params.tts_voices_dir.empty()) {
         std::error_code ec;
@@ -176,9 +183,12 @@ bool speech_engine::load(const common_params & params, const llama_model * model
         }
         alias_map[lower(name)] = voice;
     }
-    SPE_INF("enabled: %s, %d slot(s) of %d tokens, %zu built-in speaker(s), %s, %zu language(s)\n",
-            describe().c_str(), n_slots, n_ctx, speakers.size(), cloning ? "voice cloning" : "no voice cloning",
-            langs.size());
+    SPE_INF("enabled: %s, %d slot(s) of %d tokens (segment: %d frames, %d text tokens%s%s), %zu built-in speaker(s), "
+            "%s, %zu language(s)\n",
+            describe().c_str(), n_slots, n_ctx, segment_frame_cap((size_t) std::max(16, cparams.tts_segment_chars)),
+            text_tokens, instr_tokens > 0 ? (", " + std::to_string(instr_tokens) + " for instructions").c_str() : "",
+            icl_tokens > 0 ? (", " + std::to_string(icl_tokens) + " for a cloned voice's reference").c_str() : "",
+            speakers.size(), cloning ? "voice cloning" : "no voice cloning", langs.size());
     return true;
 }
 
@@ -193,7 +203,11 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
     lparams.n_outputs_max         = 1;
     lparams.n_outputs_max_per_seq = 1;
     lparams.n_batch    = std::min<uint32_t>(lparams.n_batch, (uint32_t) n_ctx);
-    lparams.n_ubatch   = std::min(lparams.n_ubatch, lparams.n_batch);
+    // a slot's compute buffer is sized for a whole ubatch against the whole context (the attention scores
+    // alone, without flash attention: n_ubatch x n_ctx x heads floats, 40 MiB at 512 x 1280 x 16): prompts
+    // are decoded in ubatches of at most speech_ubatch rows, which a typical segment's prompt fits in
+    // (a longer prompt is decoded in more passes over the weights)
+    lparams.n_ubatch   = std::min({ lparams.n_ubatch, lparams.n_batch, (uint32_t) speech_ubatch });
     // a second context on the server's model: llama_init_from_model only reads the model
     slot.lctx = llama_init_from_model(const_cast<llama_model *>(mdl), lparams);
     if (!slot.lctx) {
@@ -227,6 +241,15 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
     }
     slot.mctx = mctx;
     slot.gen  = std::make_unique<mtmd_helper::gen_audio>(slot.lctx, slot.mctx);
+    // what a slot reserves besides the shared weights and mtmd context (`q3build bench --slots` reads it)
+    size_t kv = 0, compute = 0;
+    for (const auto & [buft, mb] : llama_get_memory_breakdown(slot.lctx)) {
+        (void) buft;
+        kv      += mb.context;
+        compute += mb.compute;
+    }
+    SPE_INF("slot %d: talker context of %u cells: KV cache %.2f MiB, compute buffer %.2f MiB\n", id,
+            llama_n_ctx(slot.lctx), kv / 1048576.0, compute / 1048576.0);
     return true;
 }
 

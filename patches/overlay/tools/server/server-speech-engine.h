@@ -169,10 +169,21 @@ public:
     // longest transcript of a cloned voice, in characters; the slots reserve room for it (one token
     // per character) and for the codes of the longest recording
     static constexpr size_t max_transcript_chars = 600;
+    // prompt rows besides the text (mtmd-helper-gen's Qwen3-TTS prompt: 3 of the assistant turn, up to 4
+    // of the codec prefix (think, think_bos, language, think_eos), the speaker, tts_bos, tts_eos, the first
+    // codec row: 11) with a margin for tokens that merge differently inside the turn than alone; an
+    // instruction's user turn adds 5
+    static constexpr int prompt_fixed_rows     = 16;
+    static constexpr int instruction_turn_rows = 8;
+    // most prompt rows a slot decodes in one pass (its compute buffer is sized for this many)
+    static constexpr int speech_ubatch = 128;
     int32_t max_icl_tokens() const { return icl_tokens; }
 
     // tokens of text in the talker's vocabulary (no special tokens parsed)
     int32_t n_tokens(const std::string & text) const;
+    // text tokens a slot has room for in one segment: 2 per character of --tts-segment-chars; a
+    // segment whose text takes more (rare scripts, emoji: up to 4 tokens a character) is split
+    int32_t max_text_tokens() const { return text_tokens; }
     // tokens of instructions a slot has room for next to the longest segment
     int32_t max_instruction_tokens() const { return instr_tokens; }
 
@@ -213,6 +224,7 @@ private:
     bool cloning = false;
     int  rate    = 24000;
     int  n_ctx   = 0;
+    int  text_tokens  = 0;
     int  instr_tokens = 0;
     int  icl_tokens   = 0;
     bool icl_capable  = false; // the mmproj has the speech encoder (in-context cloning)

@@ -168,6 +168,7 @@ private:
     bool opt_int(const char * key, int64_t lo, int64_t hi, int64_t & out, bool & present, speech_error & err);
 
     bool parse_input(speech_request & out, speech_error & err);
+    void fit_text_tokens(const std::string & seg, std::vector<std::string> & out) const;
     bool parse_voice(speech_request & out, speech_error & err);
     bool parse_language(speech_request & out, speech_error & err);
     bool parse_formats(speech_request & out, speech_error & err);
@@ -231,6 +232,25 @@ bool request_parser::opt_int(const char * key, int64_t lo, int64_t hi, int64_t &
     return true;
 }
 
+// A slot has room for max_text_tokens() of text per segment (2 per character of a full segment): a
+// segment that takes more (rare scripts, emoji: up to 4 tokens a character) is split again into shorter
+// ones until each fits. A single character (at most 4 tokens) always fits.
+void request_parser::fit_text_tokens(const std::string & seg, std::vector<std::string> & out) const {
+    const size_t n_chars = speech_audio::utf8_length(seg);
+    if (n_chars <= 1 || engine.n_tokens(seg) <= engine.max_text_tokens()) {
+        out.push_back(seg);
+        return;
+    }
+    const auto parts = speech_audio::split_text(seg, (n_chars + 1) / 2);
+    if (parts.size() < 2) {
+        out.push_back(seg);
+        return;
+    }
+    for (const auto & p : parts) {
+        fit_text_tokens(p, out);
+    }
+}
+
 bool request_parser::parse_input(speech_request & out, speech_error & err) {
     if (!body.contains("input") || body.at("input").is_null()) {
         return fail(err, "input", "missing_required_parameter", "'input' is required: the text to speak");
@@ -243,7 +263,10 @@ bool request_parser::parse_input(speech_request & out, speech_error & err) {
         return false;
     }
     // NUL, other controls and zero-width characters say nothing; input made only of them is empty
-    out.segments = speech_audio::split_text(speech_audio::strip_invisible(input), (size_t) engine.params().tts_segment_chars);
+    for (const auto & seg : speech_audio::split_text(speech_audio::strip_invisible(input),
+                                                     (size_t) engine.params().tts_segment_chars)) {
+        fit_text_tokens(seg, out.segments);
+    }
     if (out.segments.empty()) {
         return fail(err, "input", "empty_input",
                     "'input' is empty: there is nothing to speak (whitespace, control and zero-width characters only)");
