@@ -146,13 +146,14 @@ def test_q4_0_predictor_matrices_use_the_cpu_repacked_kernels(built):
     abort the graph."""
     import platform
     import re
+    from pathlib import Path
 
     from q3build import proc
     from q3build.speech import argv as speech_argv
 
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
-    flags = open("/proc/cpuinfo").read() if platform.machine() == "x86_64" else ""
+    flags = Path("/proc/cpuinfo").read_text() if platform.machine() == "x86_64" else ""
     if " avx2" not in flags:
         pytest.skip("ggml-cpu repacks q4_0 on x86 with AVX2; this is not such a CPU")
     for quant in ("q4", "q8"):
