@@ -138,6 +138,43 @@ def test_quantised_conversions_quantise_every_predictor_matrix(built):
     assert (tables["a.gen.code.embd.weight"], tables["a.gen.code.out_embd.weight"]) == (Q8_0, Q8_0)
 
 
+def test_q4_0_predictor_matrices_use_the_cpu_repacked_kernels(built):
+    """Patch 0037: on a CPU whose ggml-cpu repacks q4_0 (AVX2 here), every q4_0 matrix of the code predictor
+    (its layers and input projection: 2-D, rows a multiple of 8 at any real or tiny shape) is loaded into the
+    CPU_REPACK buffer type, unless --no-repack; a q8_0 model, which x86 does not repack, keeps all its weights
+    in CPU. The runs must still speak: a weight in CPU_REPACK whose use the repacked kernels lacked would
+    abort the graph."""
+    import platform
+    import re
+    from pathlib import Path
+
+    from q3build import proc
+    from q3build.speech import argv as speech_argv
+
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    flags = Path("/proc/cpuinfo").read_text() if platform.machine() == "x86_64" else ""
+    if " avx2" not in flags:
+        pytest.skip("ggml-cpu repacks q4_0 on x86 with AVX2; this is not such a CPU")
+    for quant in ("q4", "q8"):
+        if not (root / quant).is_dir():
+            assert q3("model", "convert", str(root / "hf"), "--out", str(root / quant), "--outtype", f"{quant}_0") == 0
+    tts = root / "work" / "stage" / "host" / "bin" / "llama-tts"
+    voice = speech_argv.Voice(reference_wav=root / "ref.wav")
+    logs = {}  # -v: clip's loader logs at info level, which llama-tts shows only verbose
+    for run, quant, extra in (("q4", "q4", []), ("q8", "q8", []), ("q4-no-repack", "q4", ["--no-repack"])):
+        wav = root / f"repack-{run}.wav"
+        r = proc.run(speech_argv.llama_tts(tts, root / quant, "Hello.", language="english", wav=wav, voice=voice,
+                                           frames=4, threads=2, extra=["-v", *extra]), capture=True, check=False)
+        assert r.returncode == 0 and wav.stat().st_size > 44, (run, r.stderr[-2000:])
+        logs[run] = r.stdout + r.stderr
+    matrices = [n for n, t in predictor_matrix_types(root / "q4").items() if not n.startswith("a.gen.code.head")]
+    assert matrices
+    placed = re.compile(r"(\d+) weights \([\d.]+ MiB\) in CPU_REPACK")  # clip's line, not the talker's
+    assert placed.findall(logs["q4"]) == [str(len(matrices))], (placed.findall(logs["q4"]), len(matrices))
+    assert placed.findall(logs["q8"]) == [] and placed.findall(logs["q4-no-repack"]) == []
+
+
 def test_a_different_checkpoint_is_caught_at_the_first_stage(built, capsys):
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))

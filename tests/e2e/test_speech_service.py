@@ -416,13 +416,29 @@ def custom_voice_q8_0(built):
     return name
 
 
-@pytest.mark.parametrize("quant", ["f32", "q8_0"])
+@pytest.fixture(scope="module")
+def custom_voice_q4_0(built):
+    """The tiny CustomVoice checkpoint as q4_0: on a CPU whose ggml-cpu repacks q4_0 (AVX2), the code
+    predictor's matrices run the repacked kernels (CPU_REPACK, 0037)."""
+    name = "custom_voice-q4_0"
+    if not (built / name / "mmproj.gguf").exists():
+        mp = pytest.MonkeyPatch()
+        mp.setenv("Q3BUILD_WORK_DIR", str(built / "work"))
+        try:
+            assert q3("model", "convert", str(built / "hf-custom_voice"), "--out", str(built / name),
+                      "--outtype", "q4_0") == 0
+        finally:
+            mp.undo()
+    return name
+
+
+@pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_0"])
 def test_stream_equals_the_whole_file_without_post_processing(built, request, quant):
     """With trim and normalisation off, the chunked stream carries exactly the samples of the whole
     response, across every codec decoder batch size (1, 1, 2, 4, 8, 16, 16 .. frames; a segment that
     ends inside a batch decodes it padded) and a segment boundary; with the f32 model and with a q8_0
     one (F16 decoder kernels, transposed ones converted at load)."""
-    model = "custom_voice" if quant == "f32" else request.getfixturevalue("custom_voice_q8_0")
+    model = "custom_voice" if quant == "f32" else request.getfixturevalue(f"custom_voice_{quant}")
     # a first chunk of 3 frames ends inside the third decoder batch: that batch is decoded padded for
     # the stream, then again when it completes, and must give the same samples both times
     with speech_server(built, "raw", model, "--no-tts-trim", "--no-tts-normalize",

@@ -223,6 +223,7 @@ bool speech_engine::init_slot(speech_slot & slot, int id) {
         mparams.print_timings   = false;
         mparams.n_threads       = cparams.cpuparams.n_threads;
         mparams.flash_attn_type = cparams.flash_attn_type;
+        mparams.use_extra_bufts = !cparams.no_extra_bufts; // --no-repack: the talker's and the mmproj's weights alike
         // the codec decoder's graphs are built and its compute buffer sized here (mtmd warm-up), so the
         // first request does not pay for them; --no-warmup skips it
         mparams.warmup          = cparams.warmup;
