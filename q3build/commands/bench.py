@@ -52,6 +52,9 @@ def add_arguments(p) -> None:
                    help="run the packaged build on that board over ssh and report our own figures there (RTF, "
                         "TTFA, stages, RSS of llama-server; no reference); see `validate --board`")
     p.add_argument("--no-server", action="store_true", help="skip the llama-server TTFA measurement")
+    p.add_argument("--repack", action="store_true",
+                   help="let ggml-cpu repack weights (q4_0 -> q4_0_8x8 on x86), as llama-server does by default; "
+                        "off unless asked, like earlier runs (ggml's AMX q8_0 kernel crashes on tiny shapes)")
     p.add_argument("--decoder-curve", type=int, default=64, metavar="N",
                    help="measure the codec decoder's cost per call for batches of 1, 2, 4 … N frames "
                         "(a power of two; 0 skips it; default 64)")
@@ -161,7 +164,7 @@ def run(args, ctx) -> int:
     voice = speech_argv.Voice(speaker=speaker, instruct=args.instruct,
                               reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
                               reference_text=args.reference_text or None)
-    job = runs.Job(text=args.text, frames=args.frames, language=args.language, voice=voice)
+    job = runs.Job(text=args.text, frames=args.frames, language=args.language, voice=voice, repack=args.repack)
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     plan = runs.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,
                       quants=parse_quants(args.quant), threads=parse_threads(args.threads, os.cpu_count() or 1),

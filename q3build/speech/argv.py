@@ -16,6 +16,11 @@ PARITY_NUMERICS = ("-ctk", "f32", "-ctv", "f32", "-fa", "off", "--no-repack")
 # as parity, but the KV cache as shipped; weights read into memory at load (excluded from the
 # timings), as the reference does, so the first pass does not page the model in from disk
 BENCH_NUMERICS = ("-fa", "off", "--no-repack", "--load-mode", "none")
+
+
+def bench_numerics(*, repack: bool) -> tuple[str, ...]:
+    """BENCH_NUMERICS, or with ggml-cpu's weight repacking left on as the servers have it (bench --repack)."""
+    return tuple(a for a in BENCH_NUMERICS if a != "--no-repack") if repack else BENCH_NUMERICS
 GREEDY = ("--temp", "0", "--top-k", "1")
 
 

@@ -25,6 +25,14 @@ def test_server_argv_binds_loopback_and_names_both_model_files():
     assert "-m" not in bare and "-t" not in bare
 
 
+def test_bench_repack_leaves_the_weights_to_ggml_and_keeps_the_rest():
+    from q3build.speech.bench.runs import Job
+    assert "--no-repack" in Job(text="x", frames=1).numerics
+    on = Job(text="x", frames=1, repack=True).numerics
+    assert "--no-repack" not in on and on == tuple(a for a in argv.BENCH_NUMERICS if a != "--no-repack")
+    assert cli.parser().parse_args(["bench", "--repack"]).repack is True
+
+
 def test_tts_argv_is_greedy_and_carries_the_voice():
     v = argv.Voice(speaker="vivian", instruct="calm", reference_wav=Path("/v/alice.wav"))
     a = argv.llama_tts(Path("/b/llama-tts"), Path("/m"), "Hi.", language="german", wav=Path("/o.wav"), voice=v,

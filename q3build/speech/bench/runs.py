@@ -45,6 +45,11 @@ class Job:
     frames: int
     language: str = "english"
     voice: speech_argv.Voice = field(default_factory=speech_argv.Voice)
+    repack: bool = False   # ggml-cpu repacks weights (the product default; off to match earlier runs)
+
+    @property
+    def numerics(self) -> tuple[str, ...]:
+        return speech_argv.bench_numerics(repack=self.repack)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +79,7 @@ def run_ours(llama_tts: Path, model_dir: Path, job: Job, threads: int, env: Mapp
     with tempfile.TemporaryDirectory(prefix="q3-bench-") as tmp:
         argv = speech_argv.llama_tts(llama_tts, model_dir, job.text, language=job.language, wav=Path(tmp) / "out.wav",
                                      voice=job.voice, frames=job.frames, threads=threads,
-                                     extra=speech_argv.BENCH_NUMERICS)
+                                     extra=job.numerics)
         m = proc.run_measured(argv, env)
     if m.returncode != 0:
         raise BenchError(f"llama-tts failed (exit {m.returncode}): {_tail(m.output)}")
@@ -103,7 +108,7 @@ def decoder_curve(llama_tts: Path, model_dir: Path, job: Job, threads: int, env:
     with tempfile.TemporaryDirectory(prefix="q3-bench-curve-") as tmp:
         argv = speech_argv.llama_tts(llama_tts, model_dir, job.text, language=job.language, wav=Path(tmp) / "out.wav",
                                      voice=job.voice, frames=frames, threads=threads,
-                                     extra=[*speech_argv.BENCH_NUMERICS, "-v"])
+                                     extra=[*job.numerics, "-v"])
         m = proc.run_measured(argv, {**env, DECODE_MAX_FRAMES_VAR: str(max_batch)})
     if m.returncode != 0:
         raise BenchError(f"llama-tts (decoder curve) failed (exit {m.returncode}): {_tail(m.output)}")
@@ -171,7 +176,7 @@ def measure_ttfa(llama_server: Path, model_dir: Path, job: Job, threads: int, en
     reads the server's own figures (llama-server gives -t to both the talker and the mtmd context,
     llama-tts only to the talker)."""
     port = free_port()
-    extra = list(speech_argv.BENCH_NUMERICS)
+    extra = list(job.numerics)
     with tempfile.TemporaryDirectory() as tmp:
         clone = job.voice.reference_wav is not None and voice is None
         if clone:
@@ -307,6 +312,7 @@ def run_bench(project, plan: Plan, env: Mapping[str, str], *, target: str, log=p
     config = convert.check_checkpoint(plan.checkpoint)
     doc: dict = {"schema": SCHEMA, "checkpoint": str(plan.checkpoint), "shape": shape_name(config),
                  "variant": config.get("tts_model_type"), "frames": plan.job.frames, "text": plan.job.text,
+                 "repack": plan.job.repack,
                  "speaker": plan.job.voice.speaker, "layout": "nonstreaming", "target": target, "machine": machine_info(),
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     ver = proc.run_measured([plan.llama_tts, "--version"], env, timeout=60)
