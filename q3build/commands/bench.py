@@ -261,6 +261,7 @@ def _on_board(args, ctx) -> int:
 
 def _slots(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
     """`--slots`: peak RSS of llama-server with each number of speech slots (q3build.speech.bench.slots)."""
+    from q3build.speech import argv as speech_argv
     from q3build.speech.bench import runs, slots
 
     try:
@@ -279,7 +280,7 @@ def _slots(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     doc: dict = {"schema": runs.SCHEMA, "kind": "slots", "checkpoint": str(hf), "shape": runs.shape_name(config),
                  "variant": config.get("tts_model_type"), "quant": quant, "threads": threads, "frames": args.frames,
-                 "text": args.text, "target": args.target, "machine": runs.machine_info(), "runs": [],
+                 "text": args.text, "repack": args.repack, "target": args.target, "machine": runs.machine_info(), "runs": [],
                  "notes": list(args.note)}
     for n in counts:
         ui.info(f"▶ llama-server with {n} speech slot(s), {n} request(s) at once")
@@ -287,7 +288,8 @@ def _slots(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
             r = slots.measure(server, model_dir, n, ctx.env, threads=threads, frames=args.frames, text=args.text,
                               voice=speaker, instructions=args.instruct,
                               reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
-                              reference_text=args.reference_text, log_path=logs / f"{quant}-{n}.log")
+                              reference_text=args.reference_text, log_path=logs / f"{quant}-{n}.log",
+                              numerics=speech_argv.bench_numerics(repack=args.repack))
         except RuntimeError as e:
             raise runs.BenchError(str(e)) from None
         doc["runs"].append(r)

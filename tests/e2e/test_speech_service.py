@@ -400,36 +400,32 @@ def test_voice_design_follows_instructions(built):
     assert voices["voices"] == [] and voices["model"].startswith("qwen3-tts voice_design")
 
 
-@pytest.fixture(scope="module")
-def custom_voice_q8_0(built):
-    """The tiny CustomVoice checkpoint as q8_0: its decoder's convolution kernels are F16, so its
-    transposed-convolution kernels are converted to F16 at load (0029); the f32 models keep F32 ones."""
-    name = "custom_voice-q8_0"
+def _custom_voice_as(built, outtype: str) -> str:
+    """The tiny CustomVoice checkpoint converted with --outtype (once per module's build dir)."""
+    name = f"custom_voice-{outtype}"
     if not (built / name / "mmproj.gguf").exists():
         mp = pytest.MonkeyPatch()
         mp.setenv("Q3BUILD_WORK_DIR", str(built / "work"))
         try:
             assert q3("model", "convert", str(built / "hf-custom_voice"), "--out", str(built / name),
-                      "--outtype", "q8_0") == 0
+                      "--outtype", outtype) == 0
         finally:
             mp.undo()
     return name
+
+
+@pytest.fixture(scope="module")
+def custom_voice_q8_0(built):
+    """The tiny CustomVoice checkpoint as q8_0: its decoder's convolution kernels are F16, so its
+    transposed-convolution kernels are converted to F16 at load (0029); the f32 models keep F32 ones."""
+    return _custom_voice_as(built, "q8_0")
 
 
 @pytest.fixture(scope="module")
 def custom_voice_q4_0(built):
     """The tiny CustomVoice checkpoint as q4_0: on a CPU whose ggml-cpu repacks q4_0 (AVX2), the code
     predictor's matrices run the repacked kernels (CPU_REPACK, 0037)."""
-    name = "custom_voice-q4_0"
-    if not (built / name / "mmproj.gguf").exists():
-        mp = pytest.MonkeyPatch()
-        mp.setenv("Q3BUILD_WORK_DIR", str(built / "work"))
-        try:
-            assert q3("model", "convert", str(built / "hf-custom_voice"), "--out", str(built / name),
-                      "--outtype", "q4_0") == 0
-        finally:
-            mp.undo()
-    return name
+    return _custom_voice_as(built, "q4_0")
 
 
 @pytest.mark.parametrize("quant", ["f32", "q8_0", "q4_0"])

@@ -17,33 +17,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import re
+import sys
+from pathlib import Path
 
-OP_RE = re.compile(r"ggml_compute_forward_([a-z0-9_]+)")
-
-
-def samples(path):
-    tid = t = None
-    frames = []
-    with open(path, errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                if tid is not None:
-                    yield tid, t, frames
-                tid, frames = None, []
-                continue
-            if not line.startswith("\t"):
-                head = line.split()
-                tid, t = int(head[0]), float(head[1].rstrip(":"))
-                frames = []
-            else:
-                parts = line.strip().split(None, 1)
-                sym = parts[1] if len(parts) > 1 else "?"
-                sym = re.sub(r"\s+\([^()]*\)$", "", sym)
-                sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
-                frames.append(sym)
-    if tid is not None:
-        yield tid, t, frames
+# the `perf script` parser (samples as (tid, time, [symbols, leaf first])) and the op pattern are the
+# decoder profile's
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "decoder-profile"))
+from perf_decoder_ops import OP_RE, samples  # noqa: E402
 
 
 def kind(fr):

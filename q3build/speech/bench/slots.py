@@ -60,12 +60,13 @@ def summarize(runs: Sequence[Mapping]) -> dict:
 def measure(llama_server: Path, model_dir: Path, n_slots: int, env: Mapping[str, str], *, threads: int,
             frames: int, text: str, voice: str | None = None, instructions: str | None = None,
             reference_wav: Path | None = None, reference_text: str | None = None,
-            extra: Sequence[str] = (), log_path: Path | None = None, startup_timeout: float = 600) -> dict:
+            numerics: Sequence[str] = speech_argv.BENCH_NUMERICS, extra: Sequence[str] = (),
+            log_path: Path | None = None, startup_timeout: float = 600) -> dict:
     """One server with n_slots slots, n_slots requests at once (seeds 0 .. n-1, greedy); its peak RSS
     idle and after the requests, the wall time of the requests and what each slot reserves. RuntimeError
     when the server does not start or a request fails; the server is always stopped."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = [*speech_argv.BENCH_NUMERICS, "--tts-slots", str(n_slots), "--tts-queue", str(n_slots), *extra]
+        args = [*numerics, "--tts-slots", str(n_slots), "--tts-queue", str(n_slots), *extra]
         if reference_wav is not None:
             args += cloned_voice(Path(tmp) / "voices", "bench", reference_wav, reference_text)
             voice = "bench"

@@ -185,7 +185,7 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     }
     SPE_INF("enabled: %s, %d slot(s) of %d tokens (segment: %d frames, %d text tokens%s%s), %zu built-in speaker(s), "
             "%s, %zu language(s)\n",
-            describe().c_str(), n_slots, n_ctx, segment_frame_cap((size_t) std::max(16, cparams.tts_segment_chars)),
+            describe().c_str(), n_slots, n_ctx, frame_cap,
             text_tokens, instr_tokens > 0 ? (", " + std::to_string(instr_tokens) + " for instructions").c_str() : "",
             icl_tokens > 0 ? (", " + std::to_string(icl_tokens) + " for a cloned voice's reference").c_str() : "",
             speakers.size(), cloning ? "voice cloning" : "no voice cloning", langs.size());
