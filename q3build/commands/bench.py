@@ -11,15 +11,21 @@
       memory per speech slot: llama-server with --tts-slots N for each N, N short requests at once, its
       peak RSS (idle and after them) and what each slot reserves (talker KV cache, compute buffer), at the
       first --quant and --threads; no speed runs
+  q3build bench --target host --model HF_DIR --streams 1,2,4,8 [--quant q8_0] [--threads 2] [--frames 24]
+      throughput of concurrent streams: llama-server with --tts-slots N for each N, warmed, then N clients at
+      once each streaming a fixed-frame request (own text, own seed); aggregate audio seconds per wall
+      second, per-stream RTF and TTFA, peak RSS (q3build.speech.bench.streams); no speed runs
   q3build bench --markdown RUN.json [RUN.json ...] [--out docs/performance.md]
       the performance tables from bench JSON; with --out also the plots (matplotlib), written beside the
-      page into docs/performance/*.png and embedded in it
+      page into docs/performance/*.png and embedded in it; `--streams` documents become a section after
+      the speed runs, `--slots` documents are rendered on their own
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from q3build import ui
@@ -66,6 +72,9 @@ def add_arguments(p) -> None:
     p.add_argument("--markdown", nargs="+", metavar="RUN_JSON", help="render bench JSON files as Markdown")
     p.add_argument("--slots", metavar="N,M", help="measure llama-server's peak RSS with each number of speech slots "
                    "(N requests at once for N slots) instead of the speed runs, e.g. 1,4")
+    p.add_argument("--streams", metavar="N,M", help="aggregate throughput of N concurrent streams (llama-server "
+                   "with --tts-slots N, N streamed requests at once) for each N instead of the speed runs, "
+                   "e.g. 1,2,4,8")
 
 
 def parse_threads(spec: str, cpus: int) -> tuple[int, ...]:
@@ -101,12 +110,28 @@ def run(args, ctx) -> int:
                 docs.append(json.loads(Path(f).read_text()))
             except (OSError, ValueError) as e:
                 raise InputError(f"{f}: not a bench JSON file ({e})") from None
-        slot_docs = [isinstance(d, dict) and d.get("kind") == "slots" for d in docs]
-        if any(slot_docs):
-            if not all(slot_docs):
-                raise InputError("--markdown: `bench --slots` documents are rendered on their own, not with speed runs")
+        names = [Path(f).stem for f in args.markdown]
+        kinds = [d.get("kind") if isinstance(d, dict) else None for d in docs]
+        if "slots" in kinds:
+            if any(k != "slots" for k in kinds):
+                raise InputError("--markdown: `bench --slots` documents are rendered on their own, not with speed "
+                                 "runs or `--streams` documents")
             from q3build.speech.bench import slots
-            text = slots.render_markdown(docs, names=[Path(f).stem for f in args.markdown])
+            text = slots.render_markdown(docs, names=names)
+            if args.out:
+                Path(args.out).write_text(text)
+            else:
+                print(text, end="")
+            return 0
+        # `--streams` documents get their own section after the speed runs' (never rows of their tables)
+        from q3build.speech.bench import streams
+        stream_docs = [(d, n) for d, n, k in zip(docs, names, kinds) if k == "streams"]
+        speed = [(d, n) for d, n, k in zip(docs, names, kinds) if k != "streams"]
+        docs, names = [d for d, _ in speed], [n for _, n in speed]
+        streams_text = streams.render_markdown([d for d, _ in stream_docs], [n for _, n in stream_docs]) \
+            if stream_docs else ""
+        if not docs:
+            text = "# Concurrent streams\n\n" + streams_text
             if args.out:
                 Path(args.out).write_text(text)
             else:
@@ -116,13 +141,23 @@ def run(args, ctx) -> int:
             # the pictures go into a folder named like the page, beside it (docs/performance/*.png)
             out = Path(args.out)
             from q3build.speech.bench import plots
-            drawn = plots.write_plots(docs, out.parent / out.stem, names=[Path(f).stem for f in args.markdown])
+            drawn = plots.write_plots(docs, out.parent / out.stem, names=names)
             text = report.render_markdown(docs, drawn, plots_dir=f"{out.stem}/")
-            out.write_text(text)
+            out.write_text(text + streams_text)
             ui.info(f"wrote {out} and {sum(map(len, drawn))} plot(s) in {out.parent / out.stem}/")
         else:
-            print(report.render_markdown(docs), end="")
+            print(report.render_markdown(docs) + streams_text, end="")
         return 0
+    if args.streams is not None:
+        from q3build.speech.bench import streams
+        if args.slots:
+            raise InputError("--streams and --slots are separate runs: give one of them")
+        if args.board:
+            raise InputError("--streams runs on this machine (--board measures one stream there)")
+        try:
+            streams.parse_counts(args.streams)
+        except ValueError as e:
+            raise InputError(f"--streams {args.streams!r}: {e} (e.g. 1,2,4,8)") from None
     if not args.model:
         raise InputError("--model HF_DIR is required (or --markdown RUN_JSON to render results)")
     if args.frames <= 0:
@@ -131,7 +166,7 @@ def run(args, ctx) -> int:
         raise InputError(f"--decoder-curve {args.decoder_curve}: expected 0 or a power of two (1, 2, 4 … 64)")
     if args.board:
         return _on_board(args, ctx)
-    if not args.no_reference and not args.slots:
+    if not args.no_reference and not args.slots and not args.streams:
         from q3build.speech import reference
         reference.require("bench (its reference side; --no-reference measures ours alone)")
     hf = Path(args.model).resolve()
@@ -161,6 +196,8 @@ def run(args, ctx) -> int:
         raise InputError("--reference-text needs --reference-wav (the recording it transcribes)")
     if args.slots:
         return _slots(args, ctx, hf, config, speaker)
+    if args.streams:
+        return _streams(args, ctx, hf, config, speaker)
     voice = speech_argv.Voice(speaker=speaker, instruct=args.instruct,
                               reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
                               reference_text=args.reference_text or None)
@@ -306,6 +343,53 @@ def _slots(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
                     f"{doc['cells_per_slot']} cells)")
         m = doc["machine"]
         ui.info(f"{m['cpu']}, {m['cpus']} CPU(s), load {m['loadavg']} -> {m['loadavg_after']}")
+    return 0
+
+
+def _streams(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
+    """`--streams`: aggregate throughput of concurrent streams (q3build.speech.bench.streams)."""
+    from q3build import proc
+    from q3build.speech import argv as speech_argv
+    from q3build.speech.bench import runs, streams
+
+    counts = streams.parse_counts(args.streams)
+    quant = parse_quants(args.quant)[0]
+    threads = parse_threads(args.threads, os.cpu_count() or 1)[0]
+    binary = ctx.project.stage_dir(args.target) / "bin" / "llama-server"
+    server = _speech_server(binary, ctx.env)
+    if server is None:
+        raise InputError(f"{binary} has no speech service", hint=f"run `q3build make --target {args.target}` first")
+    gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
+    model_dir = runs.ensure_converted(ctx.project, hf, gguf_root / quant, quant, ctx.env, args.target)
+    logs = ctx.project.work / "bench" / "streams"
+    logs.mkdir(parents=True, exist_ok=True)
+    ver = proc.run_measured([server, "--version"], ctx.env, timeout=60)
+    doc: dict = {"schema": runs.SCHEMA, "kind": "streams", "checkpoint": str(hf), "shape": runs.shape_name(config),
+                 "variant": config.get("tts_model_type"), "quant": quant, "threads": threads, "frames": args.frames,
+                 "texts": list(streams.TEXTS), "speaker": speaker, "repack": args.repack, "target": args.target,
+                 "build": next((ln.strip() for ln in ver.output.splitlines() if ln.startswith("version:")), "?"),
+                 "machine": runs.machine_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": [],
+                 "notes": list(args.note)}
+    for n in counts:
+        ui.info(f"▶ llama-server with {n} speech slot(s), {n} stream(s) at once, {args.frames} frames each")
+        try:
+            r = streams.measure(server, model_dir, n, ctx.env, threads=threads, frames=args.frames,
+                                voice=speaker, instructions=args.instruct,
+                                reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
+                                reference_text=args.reference_text, log_path=logs / f"{quant}-{n}.log",
+                                numerics=speech_argv.bench_numerics(repack=args.repack))
+        except RuntimeError as e:
+            raise runs.BenchError(f"{n} stream(s): {e}") from None
+        r["loadavg"] = round(os.getloadavg()[0], 2)
+        doc["runs"].append(r)
+        f = streams.fmt
+        ui.info(f"  {f(r['audio_per_wall_s'], '.3f')} audio s / wall s; RTF {f(r['rtf_mean'])} mean, "
+                f"{f(r['rtf_max'])} max; TTFA {f(r['ttfa_ms_mean'], '.0f')} ms mean, {f(r['ttfa_ms_max'], '.0f')} "
+                f"ms max; peak RSS {f(r['peak_mib'], '.0f')} MiB; load {r['loadavg']}")
+    doc["runs"] = streams.summarize(doc["runs"])
+    doc["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
+    if _emit(doc, args):
+        print(streams.render_markdown([doc], [f"{doc['shape']} {quant}"]), end="")
     return 0
 
 

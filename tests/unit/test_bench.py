@@ -446,3 +446,136 @@ def test_markdown_does_not_mix_slot_documents_with_speed_runs(tmp_path):
     args = argparse.Namespace(markdown=[str(tmp_path / "s.json"), str(tmp_path / "r.json")], out=None)
     with pytest.raises(InputError, match="rendered on their own"):
         bench_cmd.run(args, None)
+
+
+# --- bench --streams: throughput of concurrent streams ---------------------------------------------
+
+def test_stream_counts():
+    from q3build.speech.bench import streams
+
+    assert streams.parse_counts("8,1,2,4") == (1, 2, 4, 8)
+    assert streams.parse_counts(" 2, 2,") == (2,)
+    for bad, why in (("0", "'0' is not a number"), ("x", "'x' is not a number"), ("", "no number"),
+                     ("1,-2", "'-2'"), ("65", "from 1 to 64"), ("1.5", "'1.5'")):
+        with pytest.raises(ValueError, match=why):
+            streams.parse_counts(bad)
+
+
+def test_stream_record_from_timestamps_and_bytes():
+    from q3build.speech.bench import streams
+
+    # 24 frames of s16le at 24 kHz: 1.92 s of audio; sent 0.5 s after the run's first request
+    r = streams.stream_record(3, sent=100.5, first=101.25, end=104.34, n_bytes=24 * 1920 * 2, t0=100.0,
+                              frames_requested=24)
+    assert r["stream"] == 3 and r["sent_s"] == pytest.approx(0.5) and r["end_s"] == pytest.approx(4.34)
+    assert r["ttfa_ms"] == pytest.approx(750.0)
+    assert r["audio_s"] == pytest.approx(1.92) and r["frames"] == 24
+    assert r["wall_s"] == pytest.approx(3.84) and r["rtf"] == pytest.approx(2.0)
+    empty = streams.stream_record(0, sent=1.0, first=None, end=2.0, n_bytes=0, t0=1.0, frames_requested=24)
+    assert empty["ttfa_ms"] is None and empty["rtf"] is None and empty["audio_s"] == 0
+
+
+def test_aggregate_is_all_audio_over_first_sent_to_last_finished():
+    from q3build.speech.bench import streams
+
+    rec = [streams.stream_record(0, sent=0.0, first=0.4, end=4.0, n_bytes=48000 * 2, t0=0.0, frames_requested=25),
+           streams.stream_record(1, sent=0.1, first=0.9, end=6.0, n_bytes=48000 * 2, t0=0.0, frames_requested=25),
+           streams.stream_record(2, sent=0.2, first=0.6, end=3.0, n_bytes=48000, t0=0.0, frames_requested=25)]
+    a = streams.aggregate(rec)
+    # 2 + 2 + 1 s of audio over 6.0 s (sent at 0.0, the last done at 6.0) — not the sum or mean of walls
+    assert a["audio_s"] == pytest.approx(5.0) and a["wall_s"] == pytest.approx(6.0)
+    assert a["audio_per_wall_s"] == pytest.approx(5.0 / 6.0)
+    assert a["rtf_mean"] == pytest.approx((4.0 / 2 + 5.9 / 2 + 2.8 / 1) / 3) and a["rtf_max"] == pytest.approx(2.95)
+    assert a["ttfa_ms_mean"] == pytest.approx(1600 / 3) and a["ttfa_ms_max"] == pytest.approx(800.0)
+    assert a["short_streams"] == [2]   # 12.5 of 25 frames: ended early (EOS), named
+    with pytest.raises(ValueError):
+        streams.aggregate([])
+
+
+def test_summarize_orders_by_streams_and_takes_the_ratio_to_one_stream():
+    from q3build.speech.bench import streams
+
+    out = streams.summarize([{"streams": 4, "audio_per_wall_s": 1.5}, {"streams": 1, "audio_per_wall_s": 0.5},
+                             {"streams": 2, "audio_per_wall_s": None}])
+    assert [r["streams"] for r in out] == [1, 2, 4]
+    assert [r["ratio_to_1"] for r in out] == [pytest.approx(1.0), None, pytest.approx(3.0)]
+    # without a run of one stream there is nothing to compare with
+    assert streams.summarize([{"streams": 2, "audio_per_wall_s": 1.0}])[0]["ratio_to_1"] is None
+
+
+def test_stream_bodies_differ_in_text_and_seed_and_stream_pcm():
+    from q3build.speech.bench import streams
+
+    bodies = [streams.stream_body(i, 24, voice="vivian") for i in range(8)]
+    assert len({b["input"] for b in bodies}) == 8 and [b["seed"] for b in bodies] == list(range(8))
+    assert all(b["stream_format"] == "audio" and b["response_format"] == "pcm" and b["max_frames"] == 24
+               and b["top_k"] == 1 and b["voice"] == "vivian" for b in bodies)
+
+
+def _streams_doc():
+    from q3build.speech.bench import streams
+
+    def run(n, apw, rtf, ttfa):
+        return {"streams": n, "audio_per_wall_s": apw, "rtf_mean": rtf, "rtf_max": rtf * 1.1,
+                "ttfa_ms_mean": ttfa, "ttfa_ms_max": ttfa * 2, "wall_s": 10.0 * n, "peak_mib": 1400.0 + 160 * n,
+                "idle_mib": 1300.0 + 150 * n, "short_streams": [1] if n == 2 else []}
+
+    return {"kind": "streams", "shape": "0.6b", "quant": "q8_0", "threads": 2, "frames": 24, "build": "version: x",
+            "machine": {"cpu": "AMD EPYC", "cpus": 2, "loadavg": 3.1, "loadavg_after": 4.2},
+            "runs": streams.summarize([run(2, 0.4, 5.0, 900.0), run(1, 0.25, 4.0, 500.0)]), "notes": ["a note"]}
+
+
+def test_streams_markdown_has_a_row_per_count():
+    from q3build.speech.bench import streams
+
+    md = streams.render_markdown([_streams_doc()], ["before"])
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert rows[0].startswith("| streams | aggregate audio s / wall s | ratio to 1 stream |")
+    assert rows[1] == "| 1 | 0.25 | 1.00 | 4.00 / 4.40 | 500 / 1000 | 10.0 | 1560 (1450) |"
+    assert rows[2] == "| 2 | 0.40 | 1.60 | 5.00 / 5.50 | 900 / 1800 | 20.0 | 1720 (1600) |"
+    assert "## Concurrent streams: before (0.6b shape, q8_0, 2 threads, 24 frames)" in md
+    assert "AMD EPYC, 2 CPUs; load average 3.1 → 4.2" in md
+    assert "- a note" in md and "2 streams: stream(s) 1" in md
+
+
+def test_markdown_puts_stream_documents_after_the_speed_runs_not_in_their_tables(tmp_path, capsys):
+    import argparse
+    import json
+
+    (tmp_path / "speed.json").write_text(json.dumps(_doc()))
+    (tmp_path / "before.json").write_text(json.dumps(_streams_doc()))
+    args = argparse.Namespace(markdown=[str(tmp_path / "before.json"), str(tmp_path / "speed.json")], out=None)
+    assert bench_cmd.run(args, None) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# Performance")
+    assert md.index("## 0.6b shape, 48 frames") < md.index("## Concurrent streams: before")
+    speed_table = md[md.index("## 0.6b shape"):md.index("## Concurrent streams")]
+    assert "| 1 | 0.25 |" not in speed_table
+    # stream documents alone: their own page
+    args.markdown = [str(tmp_path / "before.json")]
+    assert bench_cmd.run(args, None) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("# Concurrent streams\n") and "| 2 | 0.40 | 1.60 |" in md and "# Performance" not in md
+    # slot documents still stay apart
+    (tmp_path / "s.json").write_text('{"kind": "slots", "runs": []}')
+    args.markdown = [str(tmp_path / "s.json"), str(tmp_path / "before.json")]
+    with pytest.raises(InputError, match="rendered on their own"):
+        bench_cmd.run(args, None)
+
+
+@pytest.mark.parametrize("spec, why", [("0", "'0' is not a number of streams"), ("x", "'x' is not a number"),
+                                        ("1,,y", "'y'")])
+def test_bad_streams_option_is_a_one_line_error(tmp_path, capsys, spec, why):
+    from q3build import cli
+    from ..conftest import REPO
+    rc = cli.main(["--project", str(REPO), "bench", "--model", str(tmp_path), "--streams", spec])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--streams {spec!r}: {why}" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2   # the error line (and at most a hint)
+
+
+def test_streams_and_slots_are_separate_runs(tmp_path, capsys):
+    from q3build import cli
+    from ..conftest import REPO
+    rc = cli.main(["--project", str(REPO), "bench", "--model", str(tmp_path), "--streams", "1", "--slots", "1"])
+    assert rc == 2 and "--streams and --slots are separate runs" in capsys.readouterr().err
