@@ -161,3 +161,65 @@ def test_slots_markdown(slots_result, capsys):
     assert q3("bench", "--markdown", str(out)) == 0
     row = capsys.readouterr().out.splitlines()[2]
     assert row.startswith("| slots |") and f"{doc['cells_per_slot']})" in row
+
+
+# --- bench --streams: throughput of concurrent streams ---------------------------------------------
+
+STREAM_FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def streams_result(tmp_path_factory, host_work):
+    root = tmp_path_factory.mktemp("bench-streams")
+    out = root / "streams.json"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
+    try:
+        assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(root / "hf")) == 0
+        assert q3("bench", "--target", "host", "--model", str(root / "hf"), "--streams", "2,1", "--quant", "q8_0",
+                  "--threads", "1", "--frames", str(STREAM_FRAMES), "--note", "tiny e2e", "--out", str(out)) == 0
+        yield out, json.loads(out.read_text())
+    finally:
+        mp.undo()
+
+
+def test_streams_document_has_every_stream_and_consistent_figures(streams_result):
+    _, doc = streams_result
+    assert doc["kind"] == "streams" and doc["shape"] == "tiny" and doc["quant"] == "q8_0" and doc["threads"] == 1
+    assert doc["frames"] == STREAM_FRAMES and doc["build"].startswith("version:") and doc["notes"] == ["tiny e2e"]
+    assert doc["machine"]["cpu"] and doc["machine"]["loadavg_after"] >= 0
+    assert [r["streams"] for r in doc["runs"]] == [1, 2]
+    for r in doc["runs"]:
+        ps = r["per_stream"]
+        assert [s["stream"] for s in ps] == list(range(r["streams"]))
+        for s in ps:
+            # pcm s16le mono at 24 kHz, whole 80 ms frames, no more than asked for
+            assert s["bytes"] > 0 and s["bytes"] % (2 * 1920) == 0
+            assert 0 < s["frames"] <= STREAM_FRAMES and s["audio_s"] == pytest.approx(s["frames"] * 0.08)
+            assert 0 < s["ttfa_ms"] <= s["wall_s"] * 1000 and s["rtf"] == pytest.approx(s["wall_s"] / s["audio_s"])
+            assert s["sent_s"] >= 0 and s["end_s"] == pytest.approx(s["sent_s"] + s["wall_s"])
+        assert min(s["sent_s"] for s in ps) == 0
+        assert r["wall_s"] == pytest.approx(max(s["end_s"] for s in ps))
+        assert r["audio_per_wall_s"] == pytest.approx(sum(s["audio_s"] for s in ps) / r["wall_s"])
+        assert r["rtf_max"] == pytest.approx(max(s["rtf"] for s in ps))
+        assert r["ttfa_ms_max"] == pytest.approx(max(s["ttfa_ms"] for s in ps))
+        assert r["peak_mib"] >= r["idle_mib"] > 10
+    one, two = doc["runs"]
+    assert one["ratio_to_1"] == pytest.approx(1.0)
+    assert two["ratio_to_1"] == pytest.approx(two["audio_per_wall_s"] / one["audio_per_wall_s"])
+    # the two clients were in flight at the same time: each was sent before the other finished
+    a, b = two["per_stream"]
+    assert a["sent_s"] < b["end_s"] and b["sent_s"] < a["end_s"]
+    # their requests differ (text and seed): with random weights, different audio lengths or bytes are
+    # not guaranteed, so only the document records them
+    assert len(set(doc["texts"][:2])) == 2
+
+
+def test_streams_markdown(streams_result, capsys):
+    out, doc = streams_result
+    capsys.readouterr()
+    assert q3("bench", "--markdown", str(out)) == 0
+    md = capsys.readouterr().out
+    rows = [ln for ln in md.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert len(rows) == 2 and f"{doc['runs'][1]['audio_per_wall_s']:.2f}" in rows[1]
+    assert "- tiny e2e" in md

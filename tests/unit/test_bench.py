@@ -535,6 +535,7 @@ def test_streams_markdown_has_a_row_per_count():
     assert rows[2] == "| 2 | 0.40 | 1.60 | 5.00 / 5.50 | 900 / 1800 | 20.0 | 1720 (1600) |"
     assert "## Concurrent streams: before (0.6b shape, q8_0, 2 threads, 24 frames)" in md
     assert "AMD EPYC, 2 CPUs; load average 3.1 → 4.2" in md
+    assert "`q3build bench --model CKPT --streams 1,2 --quant q8_0 --threads 2 --frames 24`" in md
     assert "- a note" in md and "2 streams: stream(s) 1" in md
 
 

@@ -26,4 +26,5 @@ processes, so they can be unit tested.
 #
 # The package, by job:  logs (what llama-tts and the server report, parsed into figures), weights
 # (weight bytes a frame reads, from the GGUF headers), bandwidth (the machine's read bandwidth),
-# runs (processes: llama-tts, the reference, the server; the whole run), report (docs/performance.md).
+# runs (processes: llama-tts, the reference, the server; the whole run), report (docs/performance.md),
+# slots (memory per speech slot) and streams (throughput of concurrent streams through llama-server).

@@ -212,7 +212,11 @@ def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = (), *, headi
                   f"Build: `{d.get('build', '?')}`. Each N: one `llama-server --tts-slots N`, warmed, then N "
                   "clients at once, each streaming (pcm, `stream_format: audio`) its own text with its own "
                   "seed, greedy, `max_frames` = the frame count. Aggregate = all the audio / the wall time from "
-                  "the first request sent to the last stream finished; RTF and TTFA are each stream's own.", "",
+                  "the first request sent to the last stream finished; RTF and TTFA are each stream's own. "
+                  f"Measured by `q3build bench --model CKPT --streams "
+                  f"{','.join(str(r['streams']) for r in sorted(d.get('runs') or [], key=lambda r: r['streams']))} "
+                  f"--quant {d.get('quant')} --threads {d.get('threads')} --frames {d.get('frames')}"
+                  f"{' --repack' if d.get('repack') else ''}`.", "",
                   "| streams | aggregate audio s / wall s | ratio to 1 stream | per-stream RTF mean / max "
                   "| TTFA ms mean / max | wall s | peak RSS MiB (idle) |",
                   "|---|---|---|---|---|---|---|"]
