@@ -221,5 +221,5 @@ def test_streams_markdown(streams_result, capsys):
     assert q3("bench", "--markdown", str(out)) == 0
     md = capsys.readouterr().out
     rows = [ln for ln in md.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
-    assert len(rows) == 2 and f"{doc['runs'][1]['audio_per_wall_s']:.2f}" in rows[1]
+    assert len(rows) == 2 and f"{doc['runs'][1]['audio_per_wall_s']:.3f}" in rows[1]
     assert "- tiny e2e" in md

@@ -518,7 +518,8 @@ def _streams_doc():
     def run(n, apw, rtf, ttfa):
         return {"streams": n, "audio_per_wall_s": apw, "rtf_mean": rtf, "rtf_max": rtf * 1.1,
                 "ttfa_ms_mean": ttfa, "ttfa_ms_max": ttfa * 2, "wall_s": 10.0 * n, "peak_mib": 1400.0 + 160 * n,
-                "idle_mib": 1300.0 + 150 * n, "short_streams": [1] if n == 2 else []}
+                "idle_mib": 1300.0 + 150 * n, "short_streams": [1] if n == 2 else [],
+                **({"loadavg": 2.0} if n == 1 else {})}
 
     return {"kind": "streams", "shape": "0.6b", "quant": "q8_0", "threads": 2, "frames": 24, "build": "version: x",
             "machine": {"cpu": "AMD EPYC", "cpus": 2, "loadavg": 3.1, "loadavg_after": 4.2},
@@ -531,8 +532,8 @@ def test_streams_markdown_has_a_row_per_count():
     md = streams.render_markdown([_streams_doc()], ["before"])
     rows = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert rows[0].startswith("| streams | aggregate audio s / wall s | ratio to 1 stream |")
-    assert rows[1] == "| 1 | 0.25 | 1.00 | 4.00 / 4.40 | 500 / 1000 | 10.0 | 1560 (1450) |"
-    assert rows[2] == "| 2 | 0.40 | 1.60 | 5.00 / 5.50 | 900 / 1800 | 20.0 | 1720 (1600) |"
+    assert rows[1] == "| 1 | 0.250 | 1.00 | 4.00 / 4.40 | 500 / 1000 | 10.0 | 1560 (1450) | 2.00 |"
+    assert rows[2] == "| 2 | 0.400 | 1.60 | 5.00 / 5.50 | 900 / 1800 | 20.0 | 1720 (1600) | – |"
     assert "## Concurrent streams: before (0.6b shape, q8_0, 2 threads, 24 frames)" in md
     assert "AMD EPYC, 2 CPUs; load average 3.1 → 4.2" in md
     assert "`q3build bench --model CKPT --streams 1,2 --quant q8_0 --threads 2 --frames 24`" in md
@@ -551,12 +552,12 @@ def test_markdown_puts_stream_documents_after_the_speed_runs_not_in_their_tables
     assert md.startswith("# Performance")
     assert md.index("## 0.6b shape, 48 frames") < md.index("## Concurrent streams: before")
     speed_table = md[md.index("## 0.6b shape"):md.index("## Concurrent streams")]
-    assert "| 1 | 0.25 |" not in speed_table
+    assert "| 1 | 0.250 |" not in speed_table
     # stream documents alone: their own page
     args.markdown = [str(tmp_path / "before.json")]
     assert bench_cmd.run(args, None) == 0
     md = capsys.readouterr().out
-    assert md.startswith("# Concurrent streams\n") and "| 2 | 0.40 | 1.60 |" in md and "# Performance" not in md
+    assert md.startswith("# Concurrent streams\n") and "| 2 | 0.400 | 1.60 |" in md and "# Performance" not in md
     # slot documents still stay apart
     (tmp_path / "s.json").write_text('{"kind": "slots", "runs": []}')
     args.markdown = [str(tmp_path / "s.json"), str(tmp_path / "before.json")]

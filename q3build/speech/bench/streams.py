@@ -166,7 +166,7 @@ def measure(llama_server: Path, model_dir: Path, n_streams: int, env: Mapping[st
     so every slot has run a request and a cloned voice is encoded), then n_streams measured streams at
     once. RuntimeError when the server does not start or a stream fails; the server is always stopped."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = [*numerics, "--tts-slots", str(n_streams), "--tts-queue", str(2 * n_streams), *extra]
+        args = [*numerics, "--tts-slots", str(n_streams), "--tts-queue", str(max(16, 2 * n_streams)), *extra]
         if reference_wav is not None:
             args += cloned_voice(Path(tmp) / "voices", "bench", reference_wav, reference_text)
             voice = "bench"
@@ -212,20 +212,22 @@ def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = (), *, headi
                   f"Build: `{d.get('build', '?')}`. Each N: one `llama-server --tts-slots N`, warmed, then N "
                   "clients at once, each streaming (pcm, `stream_format: audio`) its own text with its own "
                   "seed, greedy, `max_frames` = the frame count. Aggregate = all the audio / the wall time from "
-                  "the first request sent to the last stream finished; RTF and TTFA are each stream's own. "
+                  "the first request sent to the last stream finished; RTF and TTFA are each stream's own; load = the "
+                  "1-minute load average when N's streams had finished. "
                   f"Measured by `q3build bench --model CKPT --streams "
                   f"{','.join(str(r['streams']) for r in sorted(d.get('runs') or [], key=lambda r: r['streams']))} "
                   f"--quant {d.get('quant')} --threads {d.get('threads')} --frames {d.get('frames')}"
                   f"{' --repack' if d.get('repack') else ''}`.", "",
                   "| streams | aggregate audio s / wall s | ratio to 1 stream | per-stream RTF mean / max "
-                  "| TTFA ms mean / max | wall s | peak RSS MiB (idle) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| TTFA ms mean / max | wall s | peak RSS MiB (idle) | load after |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in summarize(d.get("runs") or []):
-            lines.append(f"| {r['streams']} | {fmt(r.get('audio_per_wall_s'))} | {fmt(r.get('ratio_to_1'))} "
+            lines.append(f"| {r['streams']} | {fmt(r.get('audio_per_wall_s'), '.3f')} | {fmt(r.get('ratio_to_1'))} "
                          f"| {fmt(r.get('rtf_mean'))} / {fmt(r.get('rtf_max'))} "
                          f"| {fmt(r.get('ttfa_ms_mean'), '.0f')} / {fmt(r.get('ttfa_ms_max'), '.0f')} "
                          f"| {fmt(r.get('wall_s'), '.1f')} "
-                         f"| {fmt(r.get('peak_mib'), '.0f')} ({fmt(r.get('idle_mib'), '.0f')}) |")
+                         f"| {fmt(r.get('peak_mib'), '.0f')} ({fmt(r.get('idle_mib'), '.0f')}) "
+                         f"| {fmt(r.get('loadavg'))} |")
         short = [f"{r['streams']} streams: stream(s) {', '.join(map(str, r['short_streams']))}"
                  for r in d.get("runs") or [] if r.get("short_streams")]
         notes = list(d.get("notes") or [])
