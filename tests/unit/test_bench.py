@@ -581,3 +581,53 @@ def test_streams_and_slots_are_separate_runs(tmp_path, capsys):
     from ..conftest import REPO
     rc = cli.main(["--project", str(REPO), "bench", "--model", str(tmp_path), "--streams", "1", "--slots", "1"])
     assert rc == 2 and "--streams and --slots are separate runs" in capsys.readouterr().err
+
+
+class _FakeStream:
+    def __init__(self, status, chunks, text=""):
+        self.status_code, self.chunks, self.text = status, chunks, text
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def iter_content(self, chunk_size=None):
+        for c in self.chunks:
+            if isinstance(c, Exception):
+                raise c
+            yield c
+
+
+class _FakeClient:
+    """Answers each body by its seed and records the seeds it was asked for."""
+
+    def __init__(self, answers):
+        import threading
+        self.answers, self.seen, self.lock = answers, [], threading.Lock()
+
+    def speech(self, body, *, stream=False):
+        assert stream and body["stream_format"] == "audio"
+        with self.lock:
+            self.seen.append(body["seed"])
+        return self.answers[body["seed"]]
+
+
+def test_concurrent_streams_count_bytes_skip_empty_chunks_and_name_failures():
+    import requests
+
+    from q3build.speech.bench import streams
+
+    bodies = [streams.stream_body(i, 2, voice="v") for i in range(3)]
+    ok = _FakeClient({0: _FakeStream(200, [b"", b"\0" * 3840, b"\0" * 3840]), 1: _FakeStream(200, [b"\0" * 3840]),
+                      2: _FakeStream(200, [])})
+    recs = streams.concurrent_streams(ok, bodies, 2)
+    assert sorted(ok.seen) == [0, 1, 2]
+    assert [r["bytes"] for r in recs] == [7680, 3840, 0] and [r["frames"] for r in recs] == [2, 1, 0]
+    assert recs[2]["ttfa_ms"] is None and recs[0]["ttfa_ms"] >= 0 and min(r["sent_s"] for r in recs) == 0
+    bad = _FakeClient({0: _FakeStream(200, [b"\0" * 3840]), 1: _FakeStream(503, [], text='{"error": "busy"}'),
+                       2: _FakeStream(200, [b"\0" * 3840, requests.exceptions.ChunkedEncodingError("cut")])})
+    with pytest.raises(RuntimeError) as e:
+        streams.concurrent_streams(bad, bodies, 2)
+    assert str(e.value) == 'stream 1: HTTP 503: {"error": "busy"}; stream 2: the stream broke after 3840 bytes: cut'
