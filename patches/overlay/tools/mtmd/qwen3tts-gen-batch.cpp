@@ -1,15 +1,17 @@
 // llama-qwen3tts-gen-batch: checks and times mtmd_gen_audio_process_batch() (the Qwen3-TTS code predictor
 // over N frames of independent generations in one graph) against N mtmd_gen_audio_process() calls.
 //
-//   llama-qwen3tts-gen-batch -m talker.gguf --mmproj mmproj.gguf [-t THREADS] [--no-repack] [-fa on|off]
+//   llama-qwen3tts-gen-batch -m talker.gguf --mmproj mmproj.gguf [-t THREADS] [--no-repack] [-fa on|off] [-v]
 //                            (--check N[,N..] | --bench N[,N..] [--iters K])
+//
+// -v passes every log line through (e.g. GGML_SCHED_DEBUG=2's graph dump); otherwise only errors.
 //
 // --check N: N frames (deterministic hidden states, varied code0s and fixed seeds, a frame that continues
 //   the previous frame's random stream, a frame with another top_k and one with another top_p once N >= 3)
 //   run as N solo calls and as one batch call; one JSON line per N: codes equal, embd byte-equal, the
 //   largest relative embd difference. Exit code 1 when a frame's codes differ.
-// --bench N: predictor time per call and per frame for batches of N frames (all with the same top_k/top_p)
-//   against N solo calls, K calls each after one warm-up; one JSON line per N.
+// --bench N: predictor time per frame (wall and process CPU time) for batches of N frames (all with the same
+//   top_k/top_p) against N solo calls, K rounds of each after one warm-up, alternating; one JSON line per N.
 
 #include "ggml-cpu.h"
 #include "llama.h"
@@ -17,6 +19,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -127,12 +130,21 @@ static double now_ms() {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// CPU time of the process (all its threads): under load from other processes a steadier measure of the
+// work than wall time, with one thread especially (more threads add their spin-waits)
+static double cpu_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 int main(int argc, char ** argv) {
     std::string model_path, mmproj_path;
     int  n_threads = 2;
     bool no_repack = false;
     int  fa        = -1; // auto
     int  iters     = 20;
+    static bool verbose = false;
     std::vector<int> check_ns, bench_ns;
 
     for (int i = 1; i < argc; i++) {
@@ -159,6 +171,8 @@ int main(int argc, char ** argv) {
                 fprintf(stderr, "error: -fa takes on or off, not %s\n", v.c_str());
                 return 2;
             }
+        } else if (a == "-v") {
+            verbose = true;
         } else if (a == "--iters") {
             iters = std::atoi(next());
         } else if (a == "--check" || a == "--bench") {
@@ -175,18 +189,18 @@ int main(int argc, char ** argv) {
         }
     }
     if (model_path.empty() || mmproj_path.empty() || (check_ns.empty() && bench_ns.empty()) || n_threads < 1 || iters < 1) {
-        fprintf(stderr, "usage: %s -m talker.gguf --mmproj mmproj.gguf [-t N] [--no-repack] [-fa on|off] "
+        fprintf(stderr, "usage: %s -m talker.gguf --mmproj mmproj.gguf [-t N] [--no-repack] [-fa on|off] [-v] "
                         "(--check N[,N..] | --bench N[,N..] [--iters K])\n", argv[0]);
         return 2;
     }
 
     llama_log_set([](ggml_log_level level, const char * text, void *) {
-        if (level >= GGML_LOG_LEVEL_ERROR) {
+        if (verbose || level >= GGML_LOG_LEVEL_ERROR) {
             fputs(text, stderr);
         }
     }, nullptr);
     mtmd_log_set([](ggml_log_level level, const char * text, void *) {
-        if (level >= GGML_LOG_LEVEL_ERROR) {
+        if (verbose || level >= GGML_LOG_LEVEL_ERROR) {
             fputs(text, stderr);
         }
     }, nullptr);
@@ -267,20 +281,22 @@ int main(int argc, char ** argv) {
             fprintf(stderr, "error: gen_code failed (%d frames)\n", n);
             return 1;
         }
-        const double t0 = now_ms();
+        // solo and batch calls alternate, so that a change in the machine's load hits both alike
+        double solo_ms = 0, batch_ms = 0, solo_cpu = 0, batch_cpu = 0;
         for (int k = 0; k < iters; k++) {
+            const double t0 = now_ms(), c0 = cpu_ms();
             run_solo(mctx, frames, n_embd, nullptr);
-        }
-        const double t1 = now_ms();
-        for (int k = 0; k < iters; k++) {
+            const double t1 = now_ms(), c1 = cpu_ms();
             run_batch(mctx, frames, n_embd, nullptr);
+            const double t2 = now_ms(), c2 = cpu_ms();
+            solo_ms += t1 - t0; batch_ms += t2 - t1; solo_cpu += c1 - c0; batch_cpu += c2 - c1;
         }
-        const double t2 = now_ms();
-        const double solo_ms  = (t1 - t0) / iters;  // n solo calls
-        const double batch_ms = (t2 - t1) / iters;  // one batch call of n frames
+        solo_ms /= iters; batch_ms /= iters; solo_cpu /= iters; batch_cpu /= iters; // per n solo calls, per batch call
         printf("{\"mode\": \"bench\", \"n\": %d, \"threads\": %d, \"iters\": %d, \"solo_ms_per_frame\": %.2f, "
-               "\"batch_ms_per_call\": %.2f, \"batch_ms_per_frame\": %.2f, \"batch_vs_solo\": %.3f}\n",
-               n, n_threads, iters, solo_ms / n, batch_ms, batch_ms / n, batch_ms / solo_ms);
+               "\"batch_ms_per_frame\": %.2f, \"batch_vs_solo\": %.3f, \"solo_cpu_ms_per_frame\": %.2f, "
+               "\"batch_cpu_ms_per_frame\": %.2f, \"batch_vs_solo_cpu\": %.3f}\n",
+               n, n_threads, iters, solo_ms / n, batch_ms / n, batch_ms / solo_ms,
+               solo_cpu / n, batch_cpu / n, batch_cpu / solo_cpu);
         fflush(stdout);
     }
 
