@@ -375,6 +375,29 @@ def test_stalled_streams_release_their_slots(cv):
     assert waited < STREAM_TIMEOUT + 20
 
 
+def test_a_stalled_stream_does_not_hold_back_the_batch(built):
+    # requests generating at the same time share a talker decode per frame; one whose client stopped
+    # reading is not waited for (its thread is blocked writing, outside the batch). The stream timeout
+    # is long here: a batch that waited for the stalled stream would hold the other request for 30 s
+    with speech_server(built, "hostile-batch-stall", "custom_voice", "--tts-stream-timeout", "30",
+                       "--tts-slots", "2", "--tts-queue", "2", env=FREED_MEMORY_POISONED) as server:
+        body = {**GOOD, "input": "A sentence for a client that reads it.", "max_frames": 48}
+        t0 = time.monotonic()
+        assert post(server, body).status_code == 200
+        alone = time.monotonic() - t0
+        s = stalled_stream(server, "audio")
+        try:
+            time.sleep(1)  # the stream's writes are blocked by now
+            t0 = time.monotonic()
+            r = post(server, body)
+            waited = time.monotonic() - t0
+        finally:
+            s.close()
+    print(f"\n48 frames: {alone:.2f} s alone, {waited:.2f} s next to a stalled stream")
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
+    assert waited < 10
+
+
 def test_half_closed_client_gets_its_audio(cv):
     resp = raw_exchange(cv, http_request(GOOD_BYTES), half_close=True)
     status, _ = raw_status(resp)
