@@ -741,7 +741,11 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
 
     sampled = common_sampler_sample(smpl, slot.lctx, -1);
     common_sampler_accept(smpl, sampled, true);
-    h_state = llama_get_embeddings_ith(slot.lctx, -1);
+    // the talker context's outputs are overwritten by the next decode of any slot: the prompt's hidden
+    // state is kept here until the first frame (later ones are the generator's own copy)
+    const float * h = llama_get_embeddings_ith(slot.lctx, -1);
+    h_prompt.assign(h, h + llama_model_n_embd(engine.model()));
+    h_state = h_prompt.data();
     return true;
 }
 

@@ -128,6 +128,7 @@ private:
     speech_slot   & slot;
     common_sampler * smpl = nullptr;
     const float * h_state = nullptr;
+    std::vector<float> h_prompt; // the prompt's hidden state (the first frame's input)
     llama_token sampled = LLAMA_TOKEN_NULL;
     int  n_frames   = 0;
     int  max_frames = 0;
