@@ -375,6 +375,12 @@ def test_stalled_streams_release_their_slots(cv):
     assert waited < STREAM_TIMEOUT + 20
 
 
+def _speech_slot_frames(server) -> dict[int, int]:
+    """Frames so far of the request on each busy speech slot, by slot."""
+    slots = requests.get(f"{server.base}/slots", timeout=10).json()
+    return {s["speech_slot"]: s["n_frames"] for s in slots if s.get("type") == "speech" and s["is_processing"]}
+
+
 def test_a_stalled_stream_does_not_hold_back_the_batch(built):
     # requests generating at the same time share a talker decode per frame; one whose client stopped
     # reading is not waited for (its thread is blocked writing, outside the batch). The stream timeout
@@ -387,14 +393,27 @@ def test_a_stalled_stream_does_not_hold_back_the_batch(built):
         alone = time.monotonic() - t0
         s = stalled_stream(server, "audio")
         try:
-            time.sleep(1)  # the stream's writes are blocked by now
+            # stalled: its frame count stops growing once the socket buffers are full
+            deadline, last, since = time.monotonic() + 60, None, time.monotonic()
+            while time.monotonic() < deadline:
+                frames = _speech_slot_frames(server)
+                if frames != last:
+                    last, since = frames, time.monotonic()
+                elif frames and time.monotonic() - since > 1.0:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"the stream never stalled (frames of the busy slots: {last})")
             t0 = time.monotonic()
             r = post(server, body)
             waited = time.monotonic() - t0
+            after = _speech_slot_frames(server)
         finally:
             s.close()
-    print(f"\n48 frames: {alone:.2f} s alone, {waited:.2f} s next to a stalled stream")
+    print(f"\n48 frames: {alone:.2f} s alone, {waited:.2f} s next to a stream stalled at {last} frames (by slot)")
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
+    # the stalled stream made no frame meanwhile: the request ran alone
+    assert {k: after.get(k) for k in last} == last
     assert waited < 10
 
 

@@ -770,6 +770,8 @@ void speech_segment::after_frame(const float * h_next, bool stop, int32_t out_id
         return;
     }
     n_frames++;
+    slot.n_frames++;
+    engine.metrics.frames(1);
     h_state = h_next;
     // this request's sampler on its own row: its draws do not depend on the other rows of the batch
     sampled = common_sampler_sample(smpl, slot.lctx, out_idx);
