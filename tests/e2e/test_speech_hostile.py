@@ -375,6 +375,48 @@ def test_stalled_streams_release_their_slots(cv):
     assert waited < STREAM_TIMEOUT + 20
 
 
+def _speech_slot_frames(server) -> dict[int, int]:
+    """Frames so far of the request on each busy speech slot, by slot."""
+    slots = requests.get(f"{server.base}/slots", timeout=10).json()
+    return {s["speech_slot"]: s["n_frames"] for s in slots if s.get("type") == "speech" and s["is_processing"]}
+
+
+def test_a_stalled_stream_does_not_hold_back_the_batch(built):
+    # requests generating at the same time share a talker decode per frame; one whose client stopped
+    # reading is not waited for (its thread is blocked writing, outside the batch). The stream timeout
+    # is long here: a batch that waited for the stalled stream would hold the other request for 30 s
+    with speech_server(built, "hostile-batch-stall", "custom_voice", "--tts-stream-timeout", "30",
+                       "--tts-slots", "2", "--tts-queue", "2", env=FREED_MEMORY_POISONED) as server:
+        body = {**GOOD, "input": "A sentence for a client that reads it.", "max_frames": 48}
+        t0 = time.monotonic()
+        assert post(server, body).status_code == 200
+        alone = time.monotonic() - t0
+        s = stalled_stream(server, "audio")
+        try:
+            # stalled: its frame count stops growing once the socket buffers are full
+            deadline, last, since = time.monotonic() + 60, None, time.monotonic()
+            while time.monotonic() < deadline:
+                frames = _speech_slot_frames(server)
+                if frames != last:
+                    last, since = frames, time.monotonic()
+                elif frames and time.monotonic() - since > 1.0:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"the stream never stalled (frames of the busy slots: {last})")
+            t0 = time.monotonic()
+            r = post(server, body)
+            waited = time.monotonic() - t0
+            after = _speech_slot_frames(server)
+        finally:
+            s.close()
+    print(f"\n48 frames: {alone:.2f} s alone, {waited:.2f} s next to a stream stalled at {last} frames (by slot)")
+    assert r.status_code == 200 and r.content[:4] == b"RIFF"
+    # the stalled stream is still on its slot (its write blocked, the timeout 30 s away)
+    assert set(last) <= set(after)
+    assert waited < 10
+
+
 def test_half_closed_client_gets_its_audio(cv):
     resp = raw_exchange(cv, http_request(GOOD_BYTES), half_close=True)
     status, _ = raw_status(resp)

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 
 import openai
 import pytest
@@ -172,7 +173,14 @@ def metrics(server) -> dict[str, float]:
         if m:
             out[m[1]] = float(m[2])
     helps = re.findall(r"^# TYPE llamacpp:(speech_\w+) (counter|gauge)$", r.text, re.M)
-    assert len(helps) == sum(1 for k in out if k.startswith("speech_"))   # every sample has HELP and TYPE
+    # a histogram: one HELP and TYPE for its buckets, _sum and _count; the buckets cumulative, +Inf = _count
+    hists = re.findall(r"^# TYPE llamacpp:(speech_\w+) histogram$", r.text, re.M)
+    for h in hists:
+        buckets = [float(v) for v in re.findall(rf'^llamacpp:{h}_bucket{{le="[^"]+"}} (\S+)$', r.text, re.M)]
+        assert buckets and buckets == sorted(buckets) and buckets[-1] == out[f"{h}_count"]
+        assert re.search(rf'^llamacpp:{h}_bucket{{le="\+Inf"}} ', r.text, re.M)
+    parts = {f"{h}_{p}" for h in hists for p in ("sum", "count")}
+    assert len(helps) == sum(1 for k in out if k.startswith("speech_") and k not in parts)   # every sample has HELP and TYPE
     return out
 
 
@@ -189,7 +197,16 @@ def test_metrics_count_speech_in_llama_servers_style(server, client):
     assert after["speech_ttfa_requests_total"] - before["speech_ttfa_requests_total"] == 3
     assert after["speech_audio_seconds_total"] > before["speech_audio_seconds_total"]
     assert after["speech_real_time_factor"] > 0 and after["speech_ttfa_seconds"] > 0
+    # a stream's slot is released just after its last bytes reach the client
+    deadline = time.monotonic() + 10
+    while after["speech_requests_processing"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = metrics(server)
     assert after["speech_requests_processing"] == 0
+    # one request at a time: every frame from a talker decode of its own
+    frames = after["speech_frames_total"] - before["speech_frames_total"]
+    assert after["speech_batch_size_count"] - before["speech_batch_size_count"] == frames
+    assert after["speech_batched_frames_total"] == before["speech_batched_frames_total"]
     # the window gauges cover the requests since the previous scrape
     again = metrics(server)
     assert again["speech_real_time_factor"] == 0 and again["speech_ttfa_seconds"] == 0

@@ -75,13 +75,6 @@ void speech_stage_timings::add(const mtmd_helper_gen_audio_timings & t) {
     decoded_frames += t.n_decode_frames;
 }
 
-speech_slot::~speech_slot() {
-    gen.reset();
-    if (lctx) {
-        llama_free(lctx);
-    }
-}
-
 speech_slot_lease::~speech_slot_lease() {
     engine.release(slot);
 }
@@ -92,6 +85,9 @@ speech_slot_lease::~speech_slot_lease() {
 
 speech_engine::~speech_engine() {
     slots.clear();
+    if (talker) {
+        llama_free(talker);
+    }
     if (mctx) {
         mtmd_free(mctx);
     }
@@ -143,6 +139,9 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     }
 
     const int n_slots = std::max(1, params.tts_slots);
+    if (!init_talker(n_slots)) {
+        return false;
+    }
     for (int i = 0; i < n_slots; i++) {
         auto slot = std::make_unique<speech_slot>();
         if (!init_slot(*slot, i)) {
@@ -152,7 +151,8 @@ bool speech_engine::load(const common_params & params, const llama_model * model
         free_slots.push_back(slot.get());
         slots.push_back(std::move(slot));
     }
-    rate    = mtmd_gen_audio_get_info(mctx).sample_rate;
+    rate     = mtmd_gen_audio_get_info(mctx).sample_rate;
+    batching = n_slots > 1 && mtmd_gen_audio_get_info(mctx).type == MTMD_GEN_AUDIO_TYPE_QWEN3TTS;
     cloning = mtmd_support_audio(mctx);
     if (cloning && icl_tokens > 0) {
         // an mmproj converted before in-context cloning has no speech encoder: its voices stay x-vector
@@ -192,66 +192,83 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     return true;
 }
 
-bool speech_engine::init_slot(speech_slot & slot, int id) {
-    slot.id = id;
+// One talker context for every slot: a sequence per slot, KV cache not unified, so libllama gives each
+// sequence n_ctx / n_seq_max cells: the per-slot size computed in load(). One decode carries a row per
+// slot that wants a frame (n_outputs_max = slots), a prompt only its last row.
+bool speech_engine::init_talker(int n_slots) {
     llama_context_params lparams = common_context_params_to_llama(cparams);
-    lparams.n_ctx      = (uint32_t) n_ctx;
-    lparams.n_seq_max  = 1;
+    lparams.n_ctx      = (uint32_t) n_ctx * (uint32_t) n_slots;
+    lparams.n_seq_max  = (uint32_t) n_slots;
+    lparams.kv_unified = false;
     lparams.embeddings = true; // the helper feeds the talker's hidden state to the code predictor
-    // the helper reads one row per decode (the last prompt row, then each step): reserving the
-    // compute graph for more outputs would hold vocab-wide logits for a whole ubatch in every slot
-    lparams.n_outputs_max         = 1;
+    // the helper reads one row per sequence and decode (the last prompt row, then each step): reserving
+    // the compute graph for more outputs would hold vocab-wide logits for a whole ubatch
+    lparams.n_outputs_max         = (uint32_t) n_slots;
     lparams.n_outputs_max_per_seq = 1;
     lparams.n_batch    = std::min<uint32_t>(lparams.n_batch, (uint32_t) n_ctx);
-    // a slot's compute buffer is sized for a whole ubatch against the whole context (the attention scores
+    // the compute buffer is sized for a whole ubatch against a whole sequence (the attention scores
     // alone, without flash attention: n_ubatch x n_ctx x heads floats, 40 MiB at 512 x 1280 x 16): prompts
     // are decoded in ubatches of at most speech_ubatch rows, which a typical segment's prompt fits in
     // (a longer prompt is decoded in more passes over the weights)
     lparams.n_ubatch   = std::min({ lparams.n_ubatch, lparams.n_batch, (uint32_t) speech_ubatch });
     // a second context on the server's model: llama_init_from_model only reads the model
-    slot.lctx = llama_init_from_model(const_cast<llama_model *>(mdl), lparams);
-    if (!slot.lctx) {
-        SPE_ERR("slot %d: failed to create the talker context\n", id);
+    talker = llama_init_from_model(const_cast<llama_model *>(mdl), lparams);
+    if (!talker) {
+        SPE_ERR("failed to create the talker context (%d slot(s) of %d cells)\n", n_slots, n_ctx);
+        return false;
+    }
+    if (llama_n_ctx_seq(talker) != (uint32_t) n_ctx) {
+        SPE_ERR("the talker context gives a slot %u cells, %d expected\n", llama_n_ctx_seq(talker), n_ctx);
         return false;
     }
 
+    threads.init(talker, cparams);
+    mtmd_context_params mparams = mtmd_context_params_default();
+    mparams.use_gpu         = cparams.mmproj_use_gpu;
+    mparams.device          = cparams.mmproj_device;
+    mparams.print_timings   = false;
+    mparams.n_threads       = cparams.cpuparams.n_threads;
+    mparams.flash_attn_type = cparams.flash_attn_type;
+    mparams.use_extra_bufts = !cparams.no_extra_bufts; // --no-repack: the talker's and the mmproj's weights alike
+    // the codec decoder's graphs are built and its compute buffer sized here (mtmd warm-up), so the
+    // first request does not pay for them; --no-warmup skips it
+    mparams.warmup          = cparams.warmup;
+    mparams.threadpool      = threads.get();
+    mctx = mtmd_init_from_file(cparams.mmproj.path.c_str(), mdl, mparams);
     if (!mctx) {
-        threads.init(slot.lctx, cparams);
-        mtmd_context_params mparams = mtmd_context_params_default();
-        mparams.use_gpu         = cparams.mmproj_use_gpu;
-        mparams.device          = cparams.mmproj_device;
-        mparams.print_timings   = false;
-        mparams.n_threads       = cparams.cpuparams.n_threads;
-        mparams.flash_attn_type = cparams.flash_attn_type;
-        mparams.use_extra_bufts = !cparams.no_extra_bufts; // --no-repack: the talker's and the mmproj's weights alike
-        // the codec decoder's graphs are built and its compute buffer sized here (mtmd warm-up), so the
-        // first request does not pay for them; --no-warmup skips it
-        mparams.warmup          = cparams.warmup;
-        mparams.threadpool      = threads.get();
-        mctx = mtmd_init_from_file(cparams.mmproj.path.c_str(), mdl, mparams);
-        if (!mctx) {
-            SPE_ERR("failed to load the mmproj %s\n", cparams.mmproj.path.c_str());
-            return false;
-        }
-        if (mtmd_gen_audio_get_info(mctx).type == MTMD_GEN_AUDIO_TYPE_NONE) {
-            SPE_WRN("%s does not generate audio: speech disabled\n", cparams.mmproj.path.c_str());
-            return false;
-        }
-    } else if (threads.get()) {
-        llama_attach_threadpool(slot.lctx, threads.get(), nullptr);
+        SPE_ERR("failed to load the mmproj %s\n", cparams.mmproj.path.c_str());
+        return false;
     }
-    slot.mctx = mctx;
-    slot.gen  = std::make_unique<mtmd_helper::gen_audio>(slot.lctx, slot.mctx);
-    // what a slot reserves besides the shared weights and mtmd context (`q3build bench --slots` reads it)
+    if (mtmd_gen_audio_get_info(mctx).type == MTMD_GEN_AUDIO_TYPE_NONE) {
+        SPE_WRN("%s does not generate audio: speech disabled\n", cparams.mmproj.path.c_str());
+        return false;
+    }
+
+    // what the slots reserve besides the shared weights and mtmd context. The KV cache is n_slots equal
+    // sequences; the compute buffer is one, shared: each slot's line shows its share of both (`q3build
+    // bench --slots` reads these lines)
     size_t kv = 0, compute = 0;
-    for (const auto & [buft, mb] : llama_get_memory_breakdown(slot.lctx)) {
+    for (const auto & [buft, mb] : llama_get_memory_breakdown(talker)) {
         (void) buft;
         kv      += mb.context;
         compute += mb.compute;
     }
-    SPE_INF("slot %d: talker context of %u cells: KV cache %.2f MiB, compute buffer %.2f MiB\n", id,
-            llama_n_ctx(slot.lctx), kv / 1048576.0, compute / 1048576.0);
+    SPE_INF("talker context of %u cells for %d slot(s) (a sequence of %u cells each, batched): KV cache %.2f MiB, "
+            "compute buffer %.2f MiB\n", llama_n_ctx(talker), n_slots, llama_n_ctx_seq(talker), kv / 1048576.0,
+            compute / 1048576.0);
+    for (int i = 0; i < n_slots; i++) {
+        SPE_INF("slot %d: talker context of %u cells: KV cache %.2f MiB, compute buffer %.2f MiB\n", i,
+                llama_n_ctx_seq(talker), kv / 1048576.0 / n_slots, compute / 1048576.0 / n_slots);
+    }
     return true;
+}
+
+bool speech_engine::init_slot(speech_slot & slot, int id) {
+    slot.id   = id;
+    slot.lctx = talker;
+    slot.mctx = mctx;
+    slot.gen  = std::make_unique<mtmd_helper::gen_audio>(slot.lctx, slot.mctx);
+    return slot.gen->ctx != nullptr;
 }
 
 std::string speech_engine::describe() const {
@@ -662,11 +679,12 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
                            const std::vector<float> & embd, std::string & err) {
     const common_params & cp = engine.params();
     auto lock = engine.compute_lock();
-    llama_memory_clear(llama_get_memory(slot.lctx), true);
+    // the slot's own sequence only: the other slots' sequences are generating
+    llama_memory_seq_rm(llama_get_memory(slot.lctx), slot.id, -1, -1);
     slot.gen->reset();
 
     mtmd_helper_gen_audio_inp inp{};
-    inp.seq_id         = 0;
+    inp.seq_id         = slot.id;
     inp.prompt         = text.c_str();
     inp.prompt_len     = text.size();
     inp.lang           = p.language.c_str();
@@ -707,14 +725,14 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
     sp.penalty_repeat = p.repetition_penalty;
     // over every first-codebook code generated so far, as the Qwen3-TTS reference applies it (the
     // server's default window is the last 64 tokens)
-    sp.penalty_last_n = (int32_t) llama_n_ctx(slot.lctx);
+    sp.penalty_last_n = engine.slot_cells();
     smpl = common_sampler_init(engine.model(), sp);
     if (!smpl) {
         err = "the sampler could not be created";
         return false;
     }
 
-    const int room = (int) llama_n_ctx(slot.lctx) - slot.gen->timings().n_prompt_tokens - 1;
+    const int room = engine.slot_cells() - slot.gen->timings().n_prompt_tokens - 1;
     // a request may ask for fewer frames than the server allows (--tts-max-frames, else derived
     // from the text length), never more
     const int cap = engine.segment_frame_cap(speech_audio::utf8_length(text));
@@ -723,34 +741,135 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
 
     sampled = common_sampler_sample(smpl, slot.lctx, -1);
     common_sampler_accept(smpl, sampled, true);
-    h_state = llama_get_embeddings_ith(slot.lctx, -1);
+    // the talker context's outputs are overwritten by the next decode of any slot: the prompt's hidden
+    // state is kept here until the first frame (later ones are the generator's own copy)
+    const float * h = llama_get_embeddings_ith(slot.lctx, -1);
+    h_prompt.assign(h, h + llama_model_n_embd(engine.model()));
+    h_state = h_prompt.data();
     return true;
 }
 
 bool speech_segment::step(int n, std::string & err) {
+    speech_engine::generating in_step(engine);
     for (int i = 0; i < n && !finished; i++) {
         if (n_frames >= max_frames) {
             capped   = true;
             finished = true;
             break;
         }
-        const float * h_next = nullptr;
-        bool stop = false;
-        auto lock = engine.compute_lock(); // one frame at a time, so the slots interleave
-        if (slot.gen->step_gen(sampled, h_state, &h_next, &stop) != 0) {
-            err = "audio generation failed at frame " + std::to_string(n_frames);
+        if (!engine.frame(*this, err)) {
             return false;
         }
-        if (stop || !h_next) {
-            finished = true;
-            break;
-        }
-        n_frames++;
-        h_state = h_next;
-        sampled = common_sampler_sample(smpl, slot.lctx, -1);
-        common_sampler_accept(smpl, sampled, true);
     }
     return true;
+}
+
+void speech_segment::after_frame(const float * h_next, bool stop, int32_t out_idx) {
+    if (stop || !h_next) {
+        finished = true;
+        return;
+    }
+    n_frames++;
+    slot.n_frames++;
+    engine.metrics.frames(1);
+    h_state = h_next;
+    // this request's sampler on its own row: its draws do not depend on the other rows of the batch
+    sampled = common_sampler_sample(smpl, slot.lctx, out_idx);
+    common_sampler_accept(smpl, sampled, true);
+}
+
+//
+// batched frames
+//
+
+speech_engine::generating::generating(speech_engine & e) : e(e) {
+    std::lock_guard<std::mutex> lock(e.batch_mtx);
+    e.n_generating++;
+}
+
+speech_engine::generating::~generating() {
+    std::lock_guard<std::mutex> lock(e.batch_mtx);
+    e.n_generating--;
+    if (e.can_lead()) {
+        e.batch_cv.notify_all(); // the others were waiting for this thread
+    }
+}
+
+bool speech_engine::frame(speech_segment & seg, std::string & err) {
+    frame_req req;
+    req.seg = &seg;
+    std::unique_lock<std::mutex> lock(batch_mtx);
+    pending.push_back(&req);
+    while (!req.done) {
+        if (!can_lead()) {
+            batch_cv.wait(lock);
+            continue;
+        }
+        // every generating thread is waiting for a frame and no batch is computing: this thread
+        // computes the batch for all of them (its own frame among them)
+        std::vector<frame_req *> batch;
+        batch.swap(pending);
+        computing = true;
+        lock.unlock();
+        compute_frames(batch);
+        lock.lock();
+        for (frame_req * r : batch) {
+            r->done = true;
+        }
+        computing = false;
+        batch_cv.notify_all();
+    }
+    if (!req.ok) {
+        err = "audio generation failed at frame " + std::to_string(seg.frames());
+        return false;
+    }
+    return true;
+}
+
+void speech_engine::compute_frames(const std::vector<frame_req *> & batch) {
+    const int n = (int) batch.size();
+    auto compute = compute_lock();
+    if (n == 1 || !batching) {
+        // alone (or a pipeline that does not batch): one frame at a time, as step_gen() makes it
+        for (frame_req * r : batch) {
+            speech_segment & seg = *r->seg;
+            const float * h_next = nullptr;
+            bool stop = false;
+            if (seg.slot.gen->step_gen(seg.sampled, seg.h_state, &h_next, &stop) != 0) {
+                r->ok = false;
+                continue;
+            }
+            seg.after_frame(h_next, stop, -1);
+            if (h_next && !stop) {
+                metrics.batch(1);
+            }
+        }
+        return;
+    }
+    std::vector<mtmd_helper_gen_audio *> gens((size_t) n);
+    std::vector<llama_token>   sampled((size_t) n);
+    std::vector<const float *> h_in((size_t) n), h_out((size_t) n);
+    std::vector<int32_t>       out_idx((size_t) n);
+    std::unique_ptr<bool[]>    stop(new bool[(size_t) n]);
+    for (int i = 0; i < n; i++) {
+        speech_segment & seg = *batch[(size_t) i]->seg;
+        gens[(size_t) i]    = seg.slot.gen->ctx.get();
+        sampled[(size_t) i] = seg.sampled;
+        h_in[(size_t) i]    = seg.h_state;
+    }
+    if (mtmd_helper_gen_audio_step_gen_batch(gens.data(), n, sampled.data(), h_in.data(), h_out.data(), out_idx.data(),
+                                             stop.get()) != 0) {
+        for (frame_req * r : batch) {
+            r->ok = false;
+        }
+        return;
+    }
+    int n_rows = 0;
+    for (int i = 0; i < n; i++) {
+        batch[(size_t) i]->seg->after_frame(h_out[(size_t) i], stop[(size_t) i], out_idx[(size_t) i]);
+        n_rows += out_idx[(size_t) i] >= 0 ? 1 : 0;
+    }
+    metrics.batch(n_rows);
 }
 
 int speech_segment::frames_to_next_decode() const {

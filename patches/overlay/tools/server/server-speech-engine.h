@@ -1,10 +1,14 @@
 #pragma once
 
 // Speech synthesis for llama-server on libmtmd's audio generation helper (mtmd_helper_gen_audio).
-// The talker weights are the server's own model; each slot adds a llama_context (its KV cache) and
-// a generator. The mtmd context (code predictor, codec decoder, speaker encoder) is loaded once and
-// shared: the slots' computes take turns (compute_lock), one frame at a time, on one set of CPU
-// threads. On a small board parallel computes only fight over the same cores and memory bandwidth.
+// The talker weights are the server's own model; one llama_context on them holds every slot as a
+// sequence of its own (seq_id = slot id, KV cache not unified: each slot has the same room as alone),
+// and each slot has a generator. The mtmd context (code predictor, codec decoder, speaker encoder) is
+// loaded once and shared: computes take turns (compute_lock) on one set of CPU threads. The requests
+// that want a frame at the same moment get it from one batched step (speech_engine::frame: one
+// talker decode with a row per request, so the talker's weights are read once for all of them);
+// prompts, codec decodes and speaker encodes run alone. On a small board parallel computes only fight
+// over the same cores and memory bandwidth.
 
 #include "common.h"
 #include "llama.h"
@@ -60,8 +64,8 @@ struct speech_stage_timings {
 };
 
 struct speech_slot {
-    int id = 0;
-    llama_context * lctx = nullptr;
+    int id = 0;                     // its sequence in the talker context
+    llama_context * lctx = nullptr; // the engine's talker context, shared
     mtmd_context  * mctx = nullptr; // the engine's, shared
     std::unique_ptr<mtmd_helper::gen_audio> gen;
 
@@ -70,7 +74,6 @@ struct speech_slot {
     std::atomic<int64_t> t_start_us{0};
     std::atomic<int64_t> n_requests{0};
 
-    ~speech_slot();
 };
 
 class speech_engine;
@@ -116,10 +119,16 @@ public:
     mtmd_helper_gen_audio_timings timings() const { return slot.gen->timings(); }
 
 private:
+    friend class speech_engine;
+    // after the frame's talker decode: its hidden state (null, or stop: end of speech) and the output
+    // row of the decode that holds its logits, which this segment's own sampler reads
+    void after_frame(const float * h_next, bool stop, int32_t out_idx);
+
     speech_engine & engine;
     speech_slot   & slot;
     common_sampler * smpl = nullptr;
     const float * h_state = nullptr;
+    std::vector<float> h_prompt; // the prompt's hidden state (the first frame's input)
     llama_token sampled = LLAMA_TOKEN_NULL;
     int  n_frames   = 0;
     int  max_frames = 0;
@@ -190,6 +199,23 @@ public:
     // held for every compute of a slot (prompt, a frame, a decode, a speaker encode)
     std::unique_lock<std::mutex> compute_lock() { return std::unique_lock<std::mutex>(compute_mtx); }
 
+    // one frame of seg, batched with every other segment that wants one at the same moment: the
+    // thread that completes the set of waiting segments (or finds no batch computing) computes the
+    // batch for all of them, the others sleep until their frame is done. false (err set) on failure
+    bool frame(speech_segment & seg, std::string & err);
+    // a request's thread inside speech_segment::step: while some are between two frames (microseconds),
+    // the next batch waits for them; a thread outside step (writing to its client, stalled, cancelled)
+    // is not waited for
+    class generating {
+    public:
+        explicit generating(speech_engine & e);
+        ~generating();
+    private:
+        speech_engine & e;
+    };
+    // cells of one slot's sequence
+    int slot_cells() const { return n_ctx; }
+
     // operations: /metrics and /slots
     speech_metrics metrics;
     struct occupancy_info { int slots = 0, busy = 0, waiting = 0; };
@@ -211,6 +237,7 @@ public:
 private:
     friend class speech_slot_lease;
     void release(speech_slot * slot);
+    bool init_talker(int n_slots);
     bool init_slot(speech_slot & slot, int id);
     bool is_clone_name(const std::string & name) const;
     bool read_voice_file(const std::string & path, std::string & bytes, std::string & err) const;
@@ -235,9 +262,25 @@ private:
     std::vector<std::string> langs;
     std::vector<std::string> speakers;  // built-in, lower case
 
-    common_threadpools threads;      // the CPU threads of every slot's talker and of mctx
+    common_threadpools threads;      // the CPU threads of the talker and of mctx
+    llama_context * talker = nullptr; // every slot's sequence
     mtmd_context * mctx = nullptr;   // loaded once, shared by the slots
     std::mutex compute_mtx;
+    bool batching = false;           // the pipeline generates in batches (Qwen3-TTS) and there are slots to batch
+
+    // the frames wanted now (frame()), and the threads generating (class generating)
+    struct frame_req {
+        speech_segment * seg = nullptr;
+        bool done = false;
+        bool ok   = true;
+    };
+    void compute_frames(const std::vector<frame_req *> & batch);
+    std::mutex batch_mtx;
+    std::condition_variable batch_cv;
+    std::vector<frame_req *> pending;
+    int  n_generating = 0;
+    bool computing    = false;
+    bool can_lead() const { return !computing && !pending.empty() && (int) pending.size() >= n_generating; }
     std::vector<std::unique_ptr<speech_slot>> slots;
     std::vector<speech_slot *> free_slots;
     int n_waiting = 0;

@@ -19,6 +19,8 @@ public:
     void done(double audio_s, double wall_s);
     // a request failed after it had a slot
     void failed();
+    // one talker decode generated a frame for each of n requests
+    void batch(int n);
 
     // the exposition text; slots/busy/waiting are the engine's occupancy now
     std::string prometheus(int n_slots, int n_busy, int n_waiting);
@@ -30,4 +32,8 @@ private:
     // since the previous scrape
     double  win_audio_s = 0, win_wall_s = 0, win_ttfa_s = 0;
     int64_t win_first = 0;
+    // talker decodes by requests in them: 1, 2, 3-4, 5-8, more (a histogram's buckets)
+    static constexpr int n_batch_buckets = 5;
+    int64_t batch_buckets[n_batch_buckets] = {};
+    int64_t n_decodes = 0, n_batch_frames = 0, n_batched_frames = 0;
 };

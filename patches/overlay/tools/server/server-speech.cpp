@@ -10,6 +10,7 @@
 #include "log.h"
 
 #include <algorithm>
+#include <limits>
 #include <cctype>
 #include <cmath>
 #include <memory>
@@ -543,12 +544,8 @@ bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err)
     }
     // the codec decoder is cheapest on long runs of frames: a whole response decodes each segment
     // at its end, a stream every chunk
-    const int frames_before = seg->frames();
+    // (the frames are counted as they are made, on /metrics and /slots)
     const bool ok = seg->step(n, msg);
-    if (seg->frames() > frames_before) {
-        engine.metrics.frames(seg->frames() - frames_before);
-        lease->get().n_frames += seg->frames() - frames_before;
-    }
     if (!ok || ((streaming() || seg->done()) && !seg->take_audio(pcm, msg))) {
         err = {500, "synthesis_failed", "", msg, "server_error"};
         return false;
@@ -592,10 +589,12 @@ bool speech_job::prepare_voice(speech_error & err) {
 // A whole response does not watch the connection: a client that half-closes it (shutdown(SHUT_WR)
 // after its request, which HTTP allows) reads as closed to the server, yet waits for its audio. The
 // work a client can leave behind is bounded by the input limit and the frame caps.
+// The segment's frames are asked for at once: the thread stays in speech_segment::step between them,
+// so the batch of every frame waits for it (a stream leaves the batch between its chunks).
 bool speech_job::whole_segment(std::vector<float> & pcm, speech_error & err) {
     const size_t n_before = n_done;
     while (n_done == n_before) {
-        if (!next_audio(pcm, 1, err)) {
+        if (!next_audio(pcm, std::numeric_limits<int>::max(), err)) {
             return false;
         }
     }
