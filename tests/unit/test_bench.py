@@ -413,12 +413,18 @@ def test_slot_counts():
 def test_slot_summary_is_the_cost_of_one_extra_slot():
     from q3build.speech.bench import slots
 
-    per = [{"slot": i, "cells": 1280, "kv_mib": 140.0, "compute_mib": 10.0 + i} for i in range(4)]
+    # one shared compute buffer: each of 4 slots shows a quarter of 16 MiB, the single slot all of its 10
+    per = [{"slot": i, "cells": 1280, "kv_mib": 140.0, "compute_mib": 4.0} for i in range(4)]
+    one = [{"slot": 0, "cells": 1280, "kv_mib": 140.0, "compute_mib": 10.0}]
     runs_ = [{"slots": 4, "idle_mib": 1900.0, "peak_mib": 2000.0, "per_slot": per},
-             {"slots": 1, "idle_mib": 1450.0, "peak_mib": 1400.0, "per_slot": per[:1]}]
+             {"slots": 1, "idle_mib": 1450.0, "peak_mib": 1400.0, "per_slot": one}]
     s = slots.summarize(runs_)
-    assert s == {"per_extra_slot_mib": 200.0, "per_extra_slot_idle_mib": 150.0, "reserved_per_slot_mib": 153.0,
+    # (4 x 144 - 150) / 3 = 142: the KV cache and what the shared buffer grows by, per extra slot
+    assert s == {"per_extra_slot_mib": 200.0, "per_extra_slot_idle_mib": 150.0, "reserved_per_slot_mib": 142.0,
                  "cells_per_slot": 1280}
+    # one count only: what its largest slot reserves
+    assert slots.summarize([{"slots": 4, "idle_mib": 1.0, "peak_mib": 2.0, "per_slot": per}])["reserved_per_slot_mib"] \
+        == 144.0
     # one count only, no log lines: nothing to subtract
     assert slots.summarize([{"slots": 1, "idle_mib": 1.0, "peak_mib": 2.0, "per_slot": []}]) == {}
 

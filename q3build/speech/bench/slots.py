@@ -42,7 +42,8 @@ def parse_counts(spec: str) -> tuple[int, ...]:
 
 def summarize(runs: Sequence[Mapping]) -> dict:
     """The cost of one extra slot between the fewest and the most slots measured: in peak RSS, and
-    as reserved by a slot (its KV cache and compute buffer, from the log)."""
+    in what the slots reserve (KV cache and compute buffer, from the log); with one count measured,
+    what its largest slot reserves."""
     out: dict = {}
     by_n = sorted(runs, key=lambda r: r["slots"])
     lo, hi = by_n[0], by_n[-1]
@@ -52,9 +53,20 @@ def summarize(runs: Sequence[Mapping]) -> dict:
             out["per_extra_slot_idle_mib"] = (hi["idle_mib"] - lo["idle_mib"]) / (hi["slots"] - lo["slots"])
     per_slot = hi.get("per_slot") or []
     if per_slot:
-        out["reserved_per_slot_mib"] = max(s["kv_mib"] + s["compute_mib"] for s in per_slot)
+        # the slots are sequences of one talker context: its compute buffer is one for all of them and
+        # each slot's line shows its share, so what one more slot reserves is what the total grows by
+        lo_slots = lo.get("per_slot") or []
+        if hi["slots"] > lo["slots"] and lo_slots:
+            out["reserved_per_slot_mib"] = (_reserved(per_slot) - _reserved(lo_slots)) / (hi["slots"] - lo["slots"])
+        else:
+            out["reserved_per_slot_mib"] = max(s["kv_mib"] + s["compute_mib"] for s in per_slot)
         out["cells_per_slot"] = per_slot[0]["cells"]
     return out
+
+
+def _reserved(per_slot: Sequence[Mapping]) -> float:
+    """What the slots of one server reserve together (KV cache and compute buffer, MiB)."""
+    return sum(s["kv_mib"] + s["compute_mib"] for s in per_slot)
 
 
 def measure(llama_server: Path, model_dir: Path, n_slots: int, env: Mapping[str, str], *, threads: int,
@@ -103,7 +115,7 @@ def measure(llama_server: Path, model_dir: Path, n_slots: int, env: Mapping[str,
 def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = ()) -> str:
     """A table of `q3build bench --slots` documents: one row per document (named by its file)."""
     lines = ["| run | CPU (load) | quant, threads | slots | peak RSS MiB (idle) | per extra slot MiB | "
-             "reserved per slot MiB (cells) |", "|---|---|---|---|---|---|---|"]
+             "reserved per extra slot MiB (cells) |", "|---|---|---|---|---|---|---|"]
     for i, d in enumerate(docs):
         m = d.get("machine") or {}
         runs = sorted(d.get("runs") or [], key=lambda r: r["slots"])
