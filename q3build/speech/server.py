@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
 from q3build import proc
+from q3build.speech import argv as speech_argv
 from q3build.speech.facts import SAMPLE_RATE
 
 SPEECH = "/v1/audio/speech"
@@ -79,6 +82,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@contextmanager
+def measured_server(llama_server: Path, model_dir: Path, env: Mapping[str, str], *, threads: int,
+                    options: Sequence[str], reference_wav: Path | None = None, reference_text: str | None = None,
+                    log_path: Path | None = None, startup_timeout: float = 600) -> Iterator[tuple[Server, Path, str | None]]:
+    """llama-server on a free 127.0.0.1 port with the speech options, answering /health, for a bench to
+    measure; a reference recording is served as the cloned voice "bench". Yields the server, its log
+    and that voice (None without a recording). RuntimeError when it does not start; always stopped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args, voice = list(options), None
+        if reference_wav is not None:
+            args += cloned_voice(Path(tmp) / "voices", "bench", reference_wav, reference_text)
+            voice = "bench"
+        port = free_port()
+        argv = speech_argv.llama_server(llama_server, model_dir, port=port, threads=threads, extra=args)
+        log = Path(log_path) if log_path else Path(tmp) / "llama-server.log"
+        with Server(argv, env, log, port) as server:
+            why = server.wait_healthy(startup_timeout)
+            if why:
+                raise RuntimeError(why)
+            yield server, log, voice
 
 
 class SpeechClient:

@@ -122,19 +122,25 @@ def test_markdown_renders_the_run(result, capsys):
 
 # --- bench --slots: memory per speech slot ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def slots_result(tmp_path_factory, host_work):
-    root = tmp_path_factory.mktemp("bench-slots")
-    out = root / "slots.json"
+def _tiny_bench(tmp_path_factory, host_work, kind, *args):
+    """`q3build bench` with args on a tiny CustomVoice checkpoint, its JSON written to <kind>.json:
+    (path, document)."""
+    root = tmp_path_factory.mktemp(f"bench-{kind}")
+    out = root / f"{kind}.json"
     mp = pytest.MonkeyPatch()
     mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
     try:
         assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(root / "hf")) == 0
-        assert q3("bench", "--target", "host", "--model", str(root / "hf"), "--slots", "2,1", "--quant", "q8_0",
-                  "--threads", "1", "--frames", "4", "--out", str(out)) == 0
-        yield out, json.loads(out.read_text())
+        assert q3("bench", "--target", "host", "--model", str(root / "hf"), *args, "--out", str(out)) == 0
+        return out, json.loads(out.read_text())
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def slots_result(tmp_path_factory, host_work):
+    return _tiny_bench(tmp_path_factory, host_work, "slots", "--slots", "2,1", "--quant", "q8_0",
+                       "--threads", "1", "--frames", "4")
 
 
 def test_slots_document_has_peak_rss_and_what_each_slot_reserves(slots_result):
@@ -174,17 +180,8 @@ STREAM_FRAMES = 6
 
 @pytest.fixture(scope="module")
 def streams_result(tmp_path_factory, host_work):
-    root = tmp_path_factory.mktemp("bench-streams")
-    out = root / "streams.json"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("Q3BUILD_WORK_DIR", str(host_work))
-    try:
-        assert q3("model", "tiny", "--variant", "custom_voice", "--out", str(root / "hf")) == 0
-        assert q3("bench", "--target", "host", "--model", str(root / "hf"), "--streams", "2,1", "--quant", "q8_0",
-                  "--threads", "1", "--frames", str(STREAM_FRAMES), "--note", "tiny e2e", "--out", str(out)) == 0
-        yield out, json.loads(out.read_text())
-    finally:
-        mp.undo()
+    return _tiny_bench(tmp_path_factory, host_work, "streams", "--streams", "2,1", "--quant", "q8_0",
+                       "--threads", "1", "--frames", str(STREAM_FRAMES), "--note", "tiny e2e")
 
 
 def test_streams_document_has_every_stream_and_consistent_figures(streams_result):

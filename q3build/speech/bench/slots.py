@@ -12,14 +12,13 @@ touched."""
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from q3build.speech import argv as speech_argv
-from q3build.speech.server import Server, cloned_voice, free_port
+from q3build.speech.server import measured_server
 
 SLOT_LINE = re.compile(r"speech: slot (\d+): talker context of (\d+) cells: KV cache ([0-9.]+) MiB, "
                        r"compute buffer ([0-9.]+) MiB")
@@ -77,37 +76,30 @@ def measure(llama_server: Path, model_dir: Path, n_slots: int, env: Mapping[str,
     """One server with n_slots slots, n_slots requests at once (seeds 0 .. n-1, greedy); its peak RSS
     idle and after the requests, the wall time of the requests and what each slot reserves. RuntimeError
     when the server does not start or a request fails; the server is always stopped."""
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [*numerics, "--tts-slots", str(n_slots), "--tts-queue", str(n_slots), *extra]
-        if reference_wav is not None:
-            args += cloned_voice(Path(tmp) / "voices", "bench", reference_wav, reference_text)
-            voice = "bench"
-        port = free_port()
-        argv = speech_argv.llama_server(llama_server, model_dir, port=port, threads=threads, extra=args)
-        log = Path(log_path) if log_path else Path(tmp) / "llama-server.log"
-        with Server(argv, env, log, port) as server:
-            why = server.wait_healthy(startup_timeout)
-            if why:
-                raise RuntimeError(why)
-            idle = server.peak_rss_mib()
-            client = server.client(timeout=1800)
+    options = [*numerics, "--tts-slots", str(n_slots), "--tts-queue", str(n_slots), *extra]
+    with measured_server(llama_server, model_dir, env, threads=threads, options=options, reference_wav=reference_wav,
+                         reference_text=reference_text, log_path=log_path,
+                         startup_timeout=startup_timeout) as (server, log, cloned):
+        voice = cloned or voice
+        idle = server.peak_rss_mib()
+        client = server.client(timeout=1800)
 
-            def one(seed: int) -> str | None:
-                body = {"input": text, "voice": voice or "default", "response_format": "pcm", "max_frames": frames,
-                        "top_k": 1, "seed": seed, "instructions": instructions}
-                r = client.speech(body)
-                if r.status_code != 200 or not r.content:
-                    return f"request {seed}: HTTP {r.status_code}: {r.text[:200]}"
-                return None
+        def one(seed: int) -> str | None:
+            body = {"input": text, "voice": voice or "default", "response_format": "pcm", "max_frames": frames,
+                    "top_k": 1, "seed": seed, "instructions": instructions}
+            r = client.speech(body)
+            if r.status_code != 200 or not r.content:
+                return f"request {seed}: HTTP {r.status_code}: {r.text[:200]}"
+            return None
 
-            t0 = time.monotonic()
-            with ThreadPoolExecutor(n_slots) as pool:
-                errors = [e for e in pool.map(one, range(n_slots)) if e]
-            wall = time.monotonic() - t0
-            peak = server.peak_rss_mib()
-            if errors:
-                raise RuntimeError("; ".join(errors))
-            per_slot = parse_slot_lines(log.read_text(errors="replace"))
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(n_slots) as pool:
+            errors = [e for e in pool.map(one, range(n_slots)) if e]
+        wall = time.monotonic() - t0
+        peak = server.peak_rss_mib()
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        per_slot = parse_slot_lines(log.read_text(errors="replace"))
     return {"slots": n_slots, "requests": n_slots, "idle_mib": idle, "peak_mib": peak, "wall_s": wall,
             "per_slot": per_slot}
 

@@ -15,7 +15,6 @@ from the one that starts processes (measure), so they can be unit tested."""
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from q3build.speech import argv as speech_argv
 from q3build.speech.facts import SAMPLE_RATE
-from q3build.speech.server import Server, SpeechClient, cloned_voice, free_port
+from q3build.speech.server import SpeechClient, measured_server
 
 FRAME_S = 0.08           # audio of one frame (12.5 frames per second)
 MAX_STREAMS = 64         # a sanity bound on --streams: every stream is a thread and a server slot
@@ -165,28 +164,21 @@ def measure(llama_server: Path, model_dir: Path, n_streams: int, env: Mapping[st
     """One server with n_streams slots: warmed by n_streams short streams at once (warm_frames frames,
     so every slot has run a request and a cloned voice is encoded), then n_streams measured streams at
     once. RuntimeError when the server does not start or a stream fails; the server is always stopped."""
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [*numerics, "--tts-slots", str(n_streams), "--tts-queue", str(max(16, 2 * n_streams)), *extra]
-        if reference_wav is not None:
-            args += cloned_voice(Path(tmp) / "voices", "bench", reference_wav, reference_text)
-            voice = "bench"
-        port = free_port()
-        argv = speech_argv.llama_server(llama_server, model_dir, port=port, threads=threads, extra=args)
-        log = Path(log_path) if log_path else Path(tmp) / "llama-server.log"
-        with Server(argv, env, log, port) as server:
-            why = server.wait_healthy(startup_timeout)
-            if why:
-                raise RuntimeError(why)
-            idle = server.peak_rss_mib()
-            client = server.client(timeout=1800)
-            bodies = [stream_body(i, frames, voice=voice, instructions=instructions, texts=texts)
-                      for i in range(n_streams)]
-            t = time.monotonic()
-            concurrent_streams(client, [{**b, "max_frames": warm_frames, "seed": 1000 + i}
-                                        for i, b in enumerate(bodies)], warm_frames)
-            warm_s = time.monotonic() - t
-            streams = concurrent_streams(client, bodies, frames)
-            peak = server.peak_rss_mib()
+    options = [*numerics, "--tts-slots", str(n_streams), "--tts-queue", str(max(16, 2 * n_streams)), *extra]
+    with measured_server(llama_server, model_dir, env, threads=threads, options=options, reference_wav=reference_wav,
+                         reference_text=reference_text, log_path=log_path,
+                         startup_timeout=startup_timeout) as (server, _, cloned):
+        voice = cloned or voice
+        idle = server.peak_rss_mib()
+        client = server.client(timeout=1800)
+        bodies = [stream_body(i, frames, voice=voice, instructions=instructions, texts=texts)
+                  for i in range(n_streams)]
+        t = time.monotonic()
+        concurrent_streams(client, [{**b, "max_frames": warm_frames, "seed": 1000 + i}
+                                    for i, b in enumerate(bodies)], warm_frames)
+        warm_s = time.monotonic() - t
+        streams = concurrent_streams(client, bodies, frames)
+        peak = server.peak_rss_mib()
     return {"streams": n_streams, "idle_mib": idle, "peak_mib": peak, "warmup_s": warm_s,
             **aggregate(streams), "per_stream": streams}
 
