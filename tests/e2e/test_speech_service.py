@@ -556,7 +556,8 @@ def _custom_voice_as(built, outtype: str) -> str:
 @pytest.fixture(scope="module")
 def custom_voice_q8_0(built):
     """The tiny CustomVoice checkpoint as q8_0: its decoder's convolution kernels are F16, so its
-    transposed-convolution kernels are converted to F16 at load (0029); the f32 models keep F32 ones."""
+    transposed-convolution kernels are converted to F16 at load (0029); on a CPU with AVX512_BF16 all
+    of them are converted to BF16 instead, as the projector's matrices are quantised (0051)."""
     return _custom_voice_as(built, "q8_0")
 
 
@@ -590,6 +591,26 @@ def test_stream_equals_the_whole_file_without_post_processing(built, request, qu
     assert int(whole.headers["x-speech-frames"]) > 48  # past the doubling, into the 16-frame batches
     assert len(chunks) >= 4
     assert b"".join(chunks) == whole.content
+
+
+DECODER_KERNELS = re.compile(r"qwen3-tts codec decoder convolution kernels: (\w+)")
+
+
+def test_the_decoder_takes_bf16_kernels_for_a_quantised_projector_on_a_bf16_cpu(built, custom_voice_q8_0):
+    """0051: the codec decoder's convolution kernels become BF16 at load (tinyBLAS's native BF16 GEMM)
+    only where ggml-cpu has AVX512_BF16 (the host target is built for the host CPU, so its flags are
+    /proc/cpuinfo's) and the projector is quantised; the f32 projector keeps F16 kernels (its parity
+    tolerance), and MTMD_QWEN3TTS_DECODER_BF16=0 keeps them F16 on a quantised one."""
+    bf16_cpu = "avx512_bf16" in open("/proc/cpuinfo").read().split()
+    seen = {}
+    for name, model, env in [("kernels-q8_0", custom_voice_q8_0, None), ("kernels-f32", "custom_voice", None),
+                             ("kernels-q8_0-off", custom_voice_q8_0, {"MTMD_QWEN3TTS_DECODER_BF16": "0"})]:
+        with speech_server(built, name, model, env=env):
+            pass
+        found = DECODER_KERNELS.findall((built / f"{name}.log").read_text(errors="replace"))
+        assert found and len(set(found)) == 1, (name, found)  # once per loaded projector, the same each time
+        seen[name] = found[0]
+    assert seen == {"kernels-q8_0": "BF16" if bf16_cpu else "f16", "kernels-f32": "f16", "kernels-q8_0-off": "f16"}
 
 
 def test_kept_decoder_graphs_outlive_the_compute_buffer_they_ran_in(built):
