@@ -8,10 +8,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -20,6 +23,7 @@ import requests
 import soundfile as sf
 
 from q3build import cli
+from q3build.speech import argv as speech_argv
 
 from ..conftest import REPO
 from .conftest import FREED_MEMORY_POISONED, speech_server
@@ -596,21 +600,28 @@ def test_stream_equals_the_whole_file_without_post_processing(built, request, qu
 DECODER_KERNELS = re.compile(r"qwen3-tts codec decoder convolution kernels: (\w+)")
 
 
-def test_the_decoder_takes_bf16_kernels_for_a_quantised_projector_on_a_bf16_cpu(built, custom_voice_q8_0):
-    """0051: the codec decoder's convolution kernels become BF16 at load (tinyBLAS's native BF16 GEMM)
+def test_the_decoder_takes_bf16_kernels_for_a_quantised_projector_on_a_bf16_cpu(built, custom_voice_q8_0, tmp_path):
+    """0046: the codec decoder's convolution kernels become BF16 at load (tinyBLAS's native BF16 GEMM)
     only where ggml-cpu has AVX512_BF16 (the host target is built for the host CPU, so its flags are
     /proc/cpuinfo's) and the projector is quantised; the f32 projector keeps F16 kernels (its parity
-    tolerance), and MTMD_QWEN3TTS_DECODER_BF16=0 keeps them F16 on a quantised one."""
-    bf16_cpu = "avx512_bf16" in open("/proc/cpuinfo").read().split()
-    seen = {}
-    for name, model, env in [("kernels-q8_0", custom_voice_q8_0, None), ("kernels-f32", "custom_voice", None),
-                             ("kernels-q8_0-off", custom_voice_q8_0, {"MTMD_QWEN3TTS_DECODER_BF16": "0"})]:
-        with speech_server(built, name, model, env=env):
-            pass
-        found = DECODER_KERNELS.findall((built / f"{name}.log").read_text(errors="replace"))
-        assert found and len(set(found)) == 1, (name, found)  # once per loaded projector, the same each time
-        seen[name] = found[0]
-    assert seen == {"kernels-q8_0": "BF16" if bf16_cpu else "f16", "kernels-f32": "f16", "kernels-q8_0-off": "f16"}
+    tolerance), and MTMD_QWEN3TTS_DECODER_BF16=0 keeps them F16 on a quantised one. llama-tts -v logs the
+    choice; the wavs of the q8_0 runs differ (other kernels) exactly when BF16 was taken."""
+    bf16_cpu = "avx512_bf16" in Path("/proc/cpuinfo").read_text().split()
+    binary = built / "work" / "stage" / "host" / "bin" / "llama-tts"
+    seen, wavs = {}, {}
+    for name, model, env in [("q8_0", custom_voice_q8_0, {}), ("f32", "custom_voice", {}),
+                             ("q8_0-off", custom_voice_q8_0, {"MTMD_QWEN3TTS_DECODER_BF16": "0"})]:
+        wav = tmp_path / f"{name}.wav"
+        argv = speech_argv.llama_tts(binary, built / model, "Hello there.", language="english", wav=wav,
+                                     voice=speech_argv.Voice(speaker="vivian"), frames=4, threads=2, extra=["-v"])
+        r = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, errors="replace",
+                           timeout=300)
+        assert r.returncode == 0, (name, r.stderr[-2000:])
+        found = DECODER_KERNELS.findall(r.stdout + r.stderr)
+        assert len(found) == 1, (name, found)
+        seen[name], wavs[name] = found[0], wav.read_bytes()
+    assert seen == {"q8_0": "BF16" if bf16_cpu else "f16", "f32": "f16", "q8_0-off": "f16"}
+    assert (wavs["q8_0"] != wavs["q8_0-off"]) == bf16_cpu
 
 
 def test_kept_decoder_graphs_outlive_the_compute_buffer_they_ran_in(built):
