@@ -561,7 +561,7 @@ def _custom_voice_as(built, outtype: str) -> str:
 def custom_voice_q8_0(built):
     """The tiny CustomVoice checkpoint as q8_0: its decoder's convolution kernels are F16, so its
     transposed-convolution kernels are converted to F16 at load (0029); on a CPU with AVX512_BF16 all
-    of them are converted to BF16 instead, as the projector's matrices are quantised (0051)."""
+    of them are converted to BF16 instead, as the projector's matrices are quantised (0046)."""
     return _custom_voice_as(built, "q8_0")
 
 
