@@ -247,7 +247,6 @@ def bench_config(deployed: Deployed, model: Path, job, threads: int, log_file: P
     """Our own figures of one configuration on the board (no reference there): the packaged launcher
     serves the model with `threads`; cold TTFA (first streamed request), the service's own figures of a
     whole request (RTF, per-stage ms), warm TTFA, and the server's peak RSS read on the board."""
-    from q3build.speech import argv as speech_argv
     from q3build.speech.bench.runs import ttfa_figures
     from q3build.speech.facts import model_files
     from q3build.speech.server import Server, free_port
@@ -259,7 +258,7 @@ def bench_config(deployed: Deployed, model: Path, job, threads: int, log_file: P
     env = {"Q3TTS_MODEL_DIR": remote_model, "Q3TTS_HOST": "127.0.0.1", "Q3TTS_PORT": str(remote),
            "Q3TTS_THREADS": str(threads)}
     argv = deployed.board.server_argv(deployed.scratch, f"{deployed.top}/bin/q3tts-serve", env,
-                                      ["--tts-max-frames", str(job.frames), *speech_argv.BENCH_NUMERICS],
+                                      ["--tts-max-frames", str(job.frames), *job.numerics],
                                       local_port=local, remote_port=remote)
     with Server(argv, deployed.board.env, log_file, local) as server:
         try:

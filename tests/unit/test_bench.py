@@ -158,6 +158,9 @@ def test_markdown_table_has_the_figures():
     assert cells[11].startswith("predictor ")
     assert cells[15] == f"{c['bandwidth_share'] * 100:.0f}%"
     assert "## 0.6b shape, 48 frames" in md and "20.0 GB/s on 2 threads" in md and "- a note" in md
+    # whether ggml-cpu repacked the weights changes the kernels measured: each run says which
+    assert "not repacked (--no-repack)" in md
+    assert "repacked by ggml-cpu, as the servers run them" in report.render_markdown([{**doc, "repack": True}])
     ref_row = next(ln for ln in md.splitlines() if ln.startswith("| 2 | "))
     assert f"{c['reference']['rtf']:.2f}" in ref_row
 

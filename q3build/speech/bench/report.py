@@ -46,7 +46,9 @@ def render_markdown(runs: Sequence[Mapping], plots: Sequence[Sequence[tuple[str,
         lines += [f"## {run['shape']} shape, {run['frames']} frames", "",
                   f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs; "
                   f"read bandwidth {_bandwidth_text(run.get('bandwidth', []))}; "
-                  f"load average at start {m.get('loadavg', '?')}. Build: `{run.get('build', '?')}`.", ""]
+                  f"load average at start {m.get('loadavg', '?')}. Build: `{run.get('build', '?')}`. "
+                  f"Weights {'repacked by ggml-cpu, as the servers run them' if run.get('repack') else 'not repacked (--no-repack)'}.",
+                  ""]
         for caption, file in (plots[i] if plots and i < len(plots) else ()):
             lines += [f"![{run['shape']} shape: {caption}]({plots_dir}{file})", ""]
         lines += ["| quant | threads | frames | our RTF | ref RTF | ratio | TTFA ms | prompt ms | talker ms/step "

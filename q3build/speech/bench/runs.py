@@ -45,7 +45,7 @@ class Job:
     frames: int
     language: str = "english"
     voice: speech_argv.Voice = field(default_factory=speech_argv.Voice)
-    repack: bool = False   # ggml-cpu repacks weights (the product default; off to match earlier runs)
+    repack: bool = False   # ggml-cpu repacks weights (the servers do; `bench` resolves it per shape)
 
     @property
     def numerics(self) -> tuple[str, ...]:
