@@ -175,6 +175,40 @@ def test_q4_0_predictor_matrices_use_the_cpu_repacked_kernels(built):
     assert placed.findall(logs["q8"]) == [] and placed.findall(logs["q4-no-repack"]) == []
 
 
+def test_amx_weights_only_on_request_and_they_run(built):
+    """Patches 0052-0054: ggml's AMX buffer (x86 CPUs with AMX_INT8) is never chosen by default, as its
+    quantized products are wrong; with GGML_CPU_AMX=1 an AMX CPU places the q8_0 weights there and the run
+    must still speak (before 0052 ldtilecfg faulted at warm-up; before 0053 the predictor read past a
+    weight). On a CPU without AMX both runs use the plain kernels."""
+    import os
+    import platform
+    import re
+    from pathlib import Path
+
+    from q3build import proc
+    from q3build.speech import argv as speech_argv
+
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    if not (root / "q8").is_dir():
+        assert q3("model", "convert", str(root / "hf"), "--out", str(root / "q8"), "--outtype", "q8_0") == 0
+    flags = Path("/proc/cpuinfo").read_text() if platform.machine() == "x86_64" else ""
+    amx_cpu = " amx_int8" in flags
+    tts = root / "work" / "stage" / "host" / "bin" / "llama-tts"
+    voice = speech_argv.Voice(reference_wav=root / "ref.wav")
+    in_amx = re.compile(r"AMX model buffer size = +([\d.]+) MiB")
+    for opt_in in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "GGML_CPU_AMX"}
+        if opt_in:
+            env["GGML_CPU_AMX"] = "1"
+        wav = root / f"amx-{opt_in}.wav"
+        r = proc.run(speech_argv.llama_tts(tts, root / "q8", "Hello.", language="english", wav=wav, voice=voice,
+                                           frames=4, threads=2, extra=["-v"]), env=env, capture=True, check=False)
+        assert r.returncode == 0 and wav.stat().st_size > 44, (opt_in, r.stderr[-2000:])
+        placed = [float(m) for m in in_amx.findall(r.stdout + r.stderr)]
+        assert (any(placed) if opt_in and amx_cpu else not any(placed)), (opt_in, amx_cpu, placed)
+
+
 def test_a_different_checkpoint_is_caught_at_the_first_stage(built, capsys):
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
