@@ -59,7 +59,7 @@ def add_arguments(p) -> None:
                    help="run the packaged build on that board over ssh and report our own figures there (RTF, "
                         "TTFA, stages, RSS of llama-server; no reference); see `validate --board`")
     p.add_argument("--no-server", action="store_true", help="skip the llama-server TTFA measurement")
-    p.add_argument("--repack", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--repack", action=argparse.BooleanOptionalAction, default=True,
                    help="let ggml-cpu repack weights (q4_0 -> q4_0_8x8 on x86) as llama-server does by default, "
                         "so the figures are the product's (default: on); --no-repack compares with runs before "
                         "session 9, which all ran without")
@@ -174,7 +174,6 @@ def run(args, ctx) -> int:
     hf = Path(args.model).resolve()
     from q3build.speech.model import convert
     config = convert.check_checkpoint(hf)
-    args.repack = default_repack(args.repack)
     variant = config.get("tts_model_type", "base")
     speaker = args.speaker
     if variant == "custom_voice" and not speaker:
@@ -230,12 +229,6 @@ def run(args, ctx) -> int:
     return 0
 
 
-def default_repack(asked: bool | None) -> bool:
-    """Whether ggml-cpu repacks the weights: as asked, else as the servers run (on), at every shape. (Until
-    patches 0052-0054 tiny checkpoints ran without: ggml's AMX buffer, chosen on AMX CPUs, crashed.)"""
-    return True if asked is None else asked
-
-
 def stages_text(st: dict) -> str:
     """A per-stage line of the summary: talker ms/step, predictor and decode ms/frame."""
     def ms(key):
@@ -274,7 +267,7 @@ def _on_board(args, ctx) -> int:
     speaker = args.speaker or next(iter(config.get("talker_config", {}).get("spk_id", {})), None)
     job = runs.Job(text=args.text, frames=args.frames, language=args.language,
                    voice=speech_argv.Voice(speaker=speaker, instruct=args.instruct),
-                   repack=default_repack(args.repack))
+                   repack=args.repack)
     quants, threads = parse_quants(args.quant), parse_threads(args.threads, cpus)
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     models = {q: runs.ensure_converted(ctx.project, hf, gguf_root / q, q, ctx.env, "host") for q in quants}

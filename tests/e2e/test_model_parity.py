@@ -138,6 +138,14 @@ def test_quantised_conversions_quantise_every_predictor_matrix(built):
     assert (tables["a.gen.code.embd.weight"], tables["a.gen.code.out_embd.weight"]) == (Q8_0, Q8_0)
 
 
+def quantized(root, quant):
+    """The module's tiny Base checkpoint converted at q4_0 or q8_0 (root/q4, root/q8), once per module."""
+    out = root / quant
+    if not out.is_dir():
+        assert q3("model", "convert", str(root / "hf"), "--out", str(out), "--outtype", f"{quant}_0") == 0
+    return out
+
+
 def test_q4_0_predictor_matrices_use_the_cpu_repacked_kernels(built):
     """Patch 0037: on a CPU whose ggml-cpu repacks q4_0 (AVX2 here), every q4_0 matrix of the code predictor
     (its layers and input projection: 2-D, rows a multiple of 8 at any real or tiny shape) is loaded into the
@@ -157,8 +165,7 @@ def test_q4_0_predictor_matrices_use_the_cpu_repacked_kernels(built):
     if " avx2" not in flags:
         pytest.skip("ggml-cpu repacks q4_0 on x86 with AVX2; this is not such a CPU")
     for quant in ("q4", "q8"):
-        if not (root / quant).is_dir():
-            assert q3("model", "convert", str(root / "hf"), "--out", str(root / quant), "--outtype", f"{quant}_0") == 0
+        quantized(root, quant)
     tts = root / "work" / "stage" / "host" / "bin" / "llama-tts"
     voice = speech_argv.Voice(reference_wav=root / "ref.wav")
     logs = {}  # -v: clip's loader logs at info level, which llama-tts shows only verbose
@@ -190,8 +197,7 @@ def test_amx_weights_only_on_request_and_they_run(built):
 
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
-    if not (root / "q8").is_dir():
-        assert q3("model", "convert", str(root / "hf"), "--out", str(root / "q8"), "--outtype", "q8_0") == 0
+    q8 = quantized(root, "q8")
     flags = Path("/proc/cpuinfo").read_text() if platform.machine() == "x86_64" else ""
     amx_cpu = " amx_int8" in flags
     tts = root / "work" / "stage" / "host" / "bin" / "llama-tts"
@@ -202,7 +208,7 @@ def test_amx_weights_only_on_request_and_they_run(built):
         if opt_in:
             env["GGML_CPU_AMX"] = "1"
         wav = root / f"amx-{opt_in}.wav"
-        r = proc.run(speech_argv.llama_tts(tts, root / "q8", "Hello.", language="english", wav=wav, voice=voice,
+        r = proc.run(speech_argv.llama_tts(tts, q8, "Hello.", language="english", wav=wav, voice=voice,
                                            frames=4, threads=2, extra=["-v"]), env=env, capture=True, check=False)
         assert r.returncode == 0 and wav.stat().st_size > 44, (opt_in, r.stderr[-2000:])
         placed = [float(m) for m in in_amx.findall(r.stdout + r.stderr)]
