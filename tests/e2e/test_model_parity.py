@@ -146,24 +146,31 @@ def quantized(root, quant):
     return out
 
 
-def test_q4_0_predictor_matrices_use_the_cpu_repacked_kernels(built):
-    """Patch 0037: on a CPU whose ggml-cpu repacks q4_0 (AVX2 here), every q4_0 matrix of the code predictor
-    (its layers and input projection: 2-D, rows a multiple of 8 at any real or tiny shape) is loaded into the
-    CPU_REPACK buffer type, unless --no-repack; a q8_0 model, which x86 does not repack, keeps all its weights
-    in CPU. The runs must still speak: a weight in CPU_REPACK whose use the repacked kernels lacked would
-    abort the graph."""
+def cpu_flags() -> str:
     import platform
-    import re
     from pathlib import Path
+
+    return Path("/proc/cpuinfo").read_text() if platform.machine() == "x86_64" else ""
+
+
+def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
+    """Patch 0037: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on x86 with AVX2;
+    AMX, which ggml-cpu asks first, on CPUs with AMX_INT8), every q4_0 matrix of the code predictor (its
+    layers and input projection: 2-D, rows a multiple of 8 at any real or tiny shape) is loaded there,
+    unless --no-repack; a q8_0 model keeps all its weights in CPU except on an AMX CPU, where AMX takes
+    q8_0 too (x86 does not repack q8_0). The runs must still speak: a weight in an extra buffer whose use
+    its kernels lacked would abort the graph."""
+    import re
 
     from q3build import proc
     from q3build.speech import argv as speech_argv
 
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
-    flags = Path("/proc/cpuinfo").read_text() if platform.machine() == "x86_64" else ""
+    flags = cpu_flags()
     if " avx2" not in flags:
         pytest.skip("ggml-cpu repacks q4_0 on x86 with AVX2; this is not such a CPU")
+    extra_buft = "AMX" if " amx_int8" in flags else "CPU_REPACK"
     for quant in ("q4", "q8"):
         quantized(root, quant)
     tts = root / "work" / "stage" / "host" / "bin" / "llama-tts"
@@ -177,20 +184,21 @@ def test_q4_0_predictor_matrices_use_the_cpu_repacked_kernels(built):
         logs[run] = r.stdout + r.stderr
     matrices = [n for n, t in predictor_matrix_types(root / "q4").items() if not n.startswith("a.gen.code.head")]
     assert matrices
-    placed = re.compile(r"(\d+) weights \([\d.]+ MiB\) in CPU_REPACK")  # clip's line, not the talker's
-    assert placed.findall(logs["q4"]) == [str(len(matrices))], (placed.findall(logs["q4"]), len(matrices))
-    assert placed.findall(logs["q8"]) == [] and placed.findall(logs["q4-no-repack"]) == []
+    placed = re.compile(r"(\d+) weights \([\d.]+ MiB\) in (\S+)")  # clip's line, not the talker's
+    q4_placed = placed.findall(logs["q4"])  # AMX first; a matrix it refuses (rows) can go to CPU_REPACK
+    assert sum(int(n) for n, _ in q4_placed) == len(matrices) and extra_buft in {b for _, b in q4_placed}, \
+        (q4_placed, len(matrices))
+    assert placed.findall(logs["q4-no-repack"]) == []
+    q8_placed = placed.findall(logs["q8"])
+    assert (q8_placed and all(b == "AMX" for _, b in q8_placed)) if extra_buft == "AMX" else q8_placed == [], q8_placed
 
 
-def test_amx_weights_only_on_request_and_they_run(built):
-    """Patches 0052-0054: ggml's AMX buffer (x86 CPUs with AMX_INT8) is never chosen by default, as its
-    quantized products are wrong; with GGML_CPU_AMX=1 an AMX CPU places the q8_0 weights there and the run
-    must still speak (before 0052 ldtilecfg faulted at warm-up; before 0053 the predictor read past a
-    weight). On a CPU without AMX both runs use the plain kernels."""
-    import os
-    import platform
+def test_amx_weights_by_default_on_an_amx_cpu_and_they_run(built):
+    """Patches 0052-0053: on an x86 CPU with AMX_INT8 ggml's AMX buffer takes the q8_0 weights by default
+    (as upstream), and the run speaks (before 0052 ldtilecfg faulted at warm-up; before 0053 the predictor
+    read past a weight); --no-repack keeps every weight in the plain CPU buffer. On a CPU without AMX no
+    weight is there."""
     import re
-    from pathlib import Path
 
     from q3build import proc
     from q3build.speech import argv as speech_argv
@@ -198,21 +206,46 @@ def test_amx_weights_only_on_request_and_they_run(built):
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
     q8 = quantized(root, "q8")
-    flags = Path("/proc/cpuinfo").read_text() if platform.machine() == "x86_64" else ""
-    amx_cpu = " amx_int8" in flags
+    amx_cpu = " amx_int8" in cpu_flags()
     tts = root / "work" / "stage" / "host" / "bin" / "llama-tts"
     voice = speech_argv.Voice(reference_wav=root / "ref.wav")
     in_amx = re.compile(r"AMX model buffer size = +([\d.]+) MiB")
-    for opt_in in (False, True):
-        env = {k: v for k, v in os.environ.items() if k != "GGML_CPU_AMX"}
-        if opt_in:
-            env["GGML_CPU_AMX"] = "1"
-        wav = root / f"amx-{opt_in}.wav"
+    for extra in ([], ["--no-repack"]):
+        wav = root / f"amx-{len(extra)}.wav"
         r = proc.run(speech_argv.llama_tts(tts, q8, "Hello.", language="english", wav=wav, voice=voice,
-                                           frames=4, threads=2, extra=["-v"]), env=env, capture=True, check=False)
-        assert r.returncode == 0 and wav.stat().st_size > 44, (opt_in, r.stderr[-2000:])
+                                           frames=4, threads=2, extra=["-v", *extra]), capture=True, check=False)
+        assert r.returncode == 0 and wav.stat().st_size > 44, (extra, r.stderr[-2000:])
         placed = [float(m) for m in in_amx.findall(r.stdout + r.stderr)]
-        assert (any(placed) if opt_in and amx_cpu else not any(placed)), (opt_in, amx_cpu, placed)
+        assert (any(placed) if amx_cpu and not extra else not any(placed)), (extra, amx_cpu, placed)
+
+
+def test_cpu_extra_buffer_products_match_the_plain_kernels(built, tmp_path):
+    """Patches 0052-0053 and the repacked kernels: cpu_extra_bufts_mul_mat.cpp, compiled against this build's
+    ggml, multiplies every quantized type each extra buffer type takes (AMX, CPU_REPACK) at the talker's and
+    the code predictor's shapes and compares with the plain CPU buffer (test-backend-ops cannot put a weight
+    there). On an AMX CPU AMX must run q8_0 and q4_0; on x86 with AVX2 CPU_REPACK must run q4_0."""
+    import re
+
+    from q3build import proc
+
+    root, _ = built
+    work = root / "work"
+    libs = work / "build" / "host" / "ggml" / "src"
+    exe = tmp_path / "cpu_extra_bufts_mul_mat"
+    proc.run(["g++", "-O2", "-std=c++17", "-I", str(work / "src" / "llama.cpp" / "ggml" / "include"),
+              str(REPO / "tests" / "e2e" / "cpu_extra_bufts_mul_mat.cpp"),
+              *(str(libs / f"lib{n}.a") for n in ("ggml", "ggml-cpu", "ggml-base")),
+              "-fopenmp", "-lpthread", "-ldl", "-o", str(exe)], capture=True)
+    r = proc.run([str(exe), "2"], capture=True, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    ran = {m[0]: int(m[1]) for m in re.findall(r"^(\S+) ran (\d+) failed 0$", r.stdout, re.M)}
+    cases = re.findall(r"^(\S+) (\S+) k=.* ok$", r.stdout, re.M)
+    flags = cpu_flags()
+    if " amx_int8" in flags:
+        assert {("AMX", "q8_0"), ("AMX", "q4_0")} <= set(cases), ran
+    if " avx2" in flags:
+        assert ("CPU_REPACK", "q4_0") in set(cases), ran
+    assert all(n > 0 for n in ran.values()) and len(ran) == len(re.findall(r" ran \d+ failed ", r.stdout)), r.stdout
 
 
 def test_a_different_checkpoint_is_caught_at_the_first_stage(built, capsys):

@@ -36,7 +36,7 @@ def test_bench_repack_leaves_the_weights_to_ggml_and_keeps_the_rest():
 
 def test_bench_repacks_as_the_servers_do_unless_told_not_to():
     """Unasked, the bench measures the product's path (ggml-cpu repacks, as llama-server does) at every
-    shape, the tiny one included (until 0052-0054 ggml's AMX buffer crashed there)."""
+    shape, the tiny one included (until 0052-0053 ggml's AMX buffer crashed there)."""
     for args, repack in ((["bench"], True), (["bench", "--repack"], True), (["bench", "--no-repack"], False)):
         assert cli.parser().parse_args(args).repack is repack
 
