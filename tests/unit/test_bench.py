@@ -165,6 +165,18 @@ def test_markdown_table_has_the_figures():
     assert f"{c['reference']['rtf']:.2f}" in ref_row
 
 
+def test_the_cpu_is_named_with_the_features_that_choose_its_kernels():
+    cpuinfo = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+               "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_tile amx_int8\n\n"
+               "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert runs.cpu_description(cpuinfo) == ("Intel(R) Xeon(R) Processor", ["avx2", "avx512f", "avx512_vnni", "amx_int8"])
+    assert runs.cpu_description("processor\t: 0\nisa\t\t: rv64imafdcv\n") == ("?", [])
+    doc = _doc()
+    doc["machine"]["cpu_features"] = ["avx2", "amx_int8"]
+    assert "Machine: Test CPU (AVX2, AMX_INT8), 2 CPUs;" in report.render_markdown([doc])
+    assert "Machine: Test CPU, 2 CPUs;" in report.render_markdown([_doc()])  # runs from before the field
+
+
 def test_markdown_without_reference_or_server_shows_dashes():
     doc = _doc()
     c = doc["configs"][0]

@@ -44,7 +44,9 @@ def render_markdown(runs: Sequence[Mapping], plots: Sequence[Sequence[tuple[str,
         m = run.get("machine", {})
         bw = {b["threads"]: b["gbps"] for b in run.get("bandwidth", [])}
         lines += [f"## {run['shape']} shape, {run['frames']} frames", "",
-                  f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs; "
+                  f"Machine: {m.get('cpu', '?')}"
+                  f"{' (' + ', '.join(f.upper() for f in m['cpu_features']) + ')' if m.get('cpu_features') else ''}, "
+                  f"{m.get('cpus', '?')} CPUs; "
                   f"read bandwidth {_bandwidth_text(run.get('bandwidth', []))}; "
                   f"load average at start {m.get('loadavg', '?')}. Build: `{run.get('build', '?')}`. "
                   f"Weights {'repacked by ggml-cpu, as the servers run them' if run.get('repack') else 'not repacked (--no-repack)'}.",

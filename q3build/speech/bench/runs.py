@@ -235,15 +235,29 @@ def combine(ours: Mapping, ref: Mapping | None) -> dict:
     return out
 
 
+# CPU features that decide which ggml-cpu kernels run (AMX takes q4_0/q8_0 weights first, AVX512_BF16 gives
+# the codec decoder BF16 kernels, AVX2 the repacked q4_0 ones): a figure is only comparable with the same set
+KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_description(cpuinfo: str) -> tuple[str, list[str]]:
+    """The model name and the KERNEL_FEATURES present, from /proc/cpuinfo's text (its first processor)."""
+    cpu, flags = "?", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and cpu == "?":
+            cpu = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return cpu, [f for f in KERNEL_FEATURES if f in flags]
+
+
 def machine_info() -> dict:
-    cpu = "?"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpu, features = cpu_description(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
+        cpu, features = "?", []
     compilers = 0
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
@@ -251,7 +265,7 @@ def machine_info() -> dict:
                 compilers += 1
         except OSError:
             continue
-    return {"cpu": cpu, "cpus": os.cpu_count(), "loadavg": round(os.getloadavg()[0], 2),
+    return {"cpu": cpu, "cpu_features": features, "cpus": os.cpu_count(), "loadavg": round(os.getloadavg()[0], 2),
             "compiler_processes": compilers}
 
 
