@@ -8,6 +8,13 @@ from q3build.speech.bench.logs import dominant_stage
 from q3build.speech.bench.weights import bandwidth_share
 
 
+def cpu_text(machine: Mapping) -> str:
+    """'<model name> (<the kernel-choosing features>), N CPUs' of a bench document's machine record."""
+    features = machine.get("cpu_features")
+    return (f"{machine.get('cpu', '?')}{' (' + ', '.join(f.upper() for f in features) + ')' if features else ''}, "
+            f"{machine.get('cpus', '?')} CPUs")
+
+
 def _fmt(v, spec: str = ".2f", none: str = "–") -> str:
     return none if v is None else format(v, spec)
 
@@ -44,9 +51,7 @@ def render_markdown(runs: Sequence[Mapping], plots: Sequence[Sequence[tuple[str,
         m = run.get("machine", {})
         bw = {b["threads"]: b["gbps"] for b in run.get("bandwidth", [])}
         lines += [f"## {run['shape']} shape, {run['frames']} frames", "",
-                  f"Machine: {m.get('cpu', '?')}"
-                  f"{' (' + ', '.join(f.upper() for f in m['cpu_features']) + ')' if m.get('cpu_features') else ''}, "
-                  f"{m.get('cpus', '?')} CPUs; "
+                  f"Machine: {cpu_text(m)}; "
                   f"read bandwidth {_bandwidth_text(run.get('bandwidth', []))}; "
                   f"load average at start {m.get('loadavg', '?')}. Build: `{run.get('build', '?')}`. "
                   f"Weights {'repacked by ggml-cpu, as the servers run them' if run.get('repack') else 'not repacked (--no-repack)'}.",

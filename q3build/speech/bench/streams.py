@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from q3build.speech import argv as speech_argv
+from q3build.speech.bench.report import cpu_text
 from q3build.speech.facts import SAMPLE_RATE
 from q3build.speech.server import SpeechClient, measured_server
 
@@ -200,7 +201,7 @@ def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = (), *, headi
             load = f"{load} → {m['loadavg_after']}"
         lines += [f"{heading} Concurrent streams: {name} ({d.get('shape', '?')} shape, {d.get('quant')}, "
                   f"{d.get('threads')} thread{'s' if d.get('threads') != 1 else ''}, {d.get('frames')} frames)", "",
-                  f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs; load average {load}. "
+                  f"Machine: {cpu_text(m)}; load average {load}. "
                   f"Build: `{d.get('build', '?')}`. Each N: one `llama-server --tts-slots N`, warmed, then N "
                   "clients at once, each streaming (pcm, `stream_format: audio`) its own text with its own "
                   "seed, greedy, `max_frames` = the frame count. Aggregate = all the audio / the wall time from "
