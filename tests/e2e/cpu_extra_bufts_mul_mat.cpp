@@ -2,7 +2,7 @@
 // AMX_INT8, CPU_REPACK) against the same product with the weight in the plain CPU buffer, at the shapes
 // Qwen3-TTS runs: the talker's projections for one row (a generated step) and for a prompt, and the
 // code predictor's [n_embd, 1, n_frames] activations against a 2D weight (the broadcast patch 0053
-// fixed). test-backend-ops cannot reach these kernels: it allocates every weight in the default buffer.
+// fixed), and a weight with one matrix per batch, which AMX must refuse (0055). test-backend-ops cannot reach these kernels: it allocates every weight in the default buffer.
 //
 // Both sides quantize the activations the same way (q8_0, or q8_K for the k-quants), so they differ
 // only by the order of float sums. Prints one line per case and "ran N failed M" per buffer type;
@@ -23,7 +23,8 @@
 #include <vector>
 
 struct shape {
-    int k, n, m, batches;  // weight [k, n]; activations [k, m, batches]
+    int k, n, m, batches;    // weight [k, n] (or [k, n, batches]); activations [k, m, batches]
+    bool batched_weight = false;
 };
 
 struct product {
@@ -37,7 +38,7 @@ static product mul_mat(ggml_backend_t backend, ggml_backend_buffer_type_t weight
     ggml_init_params ip = { 8 * ggml_tensor_overhead() + ggml_graph_overhead(), nullptr, true };
     ggml_context * ctx_w = ggml_init(ip);
     ggml_context * ctx   = ggml_init(ip);
-    ggml_tensor * weight = ggml_new_tensor_2d(ctx_w, type, s.k, s.n);
+    ggml_tensor * weight = ggml_new_tensor_3d(ctx_w, type, s.k, s.n, s.batched_weight ? s.batches : 1);
     ggml_tensor * act    = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, s.k, s.m, s.batches);
     ggml_tensor * y      = ggml_mul_mat(ctx, weight, act);
 
@@ -49,7 +50,7 @@ static product mul_mat(ggml_backend_t backend, ggml_backend_buffer_type_t weight
     out.supported = ggml_backend_dev_supports_op(ggml_backend_get_device(backend), y);
     if (out.supported) {
         std::vector<uint8_t> q(ggml_nbytes(weight));
-        ggml_quantize_chunk(type, w.data(), q.data(), 0, s.n, s.k, nullptr);
+        ggml_quantize_chunk(type, w.data(), q.data(), 0, ggml_nrows(weight), s.k, nullptr);
         ggml_backend_tensor_set(weight, q.data(), 0, q.size());
         ggml_backend_tensor_set(act, x.data(), 0, x.size() * sizeof(float));
 
@@ -85,6 +86,7 @@ int main(int argc, char ** argv) {
         {1024, 2048, 1, 1}, {2048, 1024, 40, 1}, {1024, 1024, 64, 1},                        // talker attention
         {1024, 1024, 1, 15}, {1024, 3072, 1, 4}, {3072, 1024, 3, 5},                         // predictor batches
         {256, 32, 1, 1}, {768, 160, 33, 1}, {2304, 96, 7, 1},                                // odd sizes
+        {256, 64, 1, 3, true}, {256, 64, 5, 3, true},  // one matrix per batch (0055: AMX must refuse these)
     };
     const ggml_type types[] = { GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q4_K,
                                 GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_IQ4_XS };
@@ -100,11 +102,20 @@ int main(int argc, char ** argv) {
                 if (s.k % ggml_blck_size(type)) {
                     continue;
                 }
-                std::vector<float> w((size_t) s.k * s.n), x((size_t) s.k * s.m * s.batches);
+                std::vector<float> w((size_t) s.k * s.n * (s.batched_weight ? s.batches : 1));
+                std::vector<float> x((size_t) s.k * s.m * s.batches);
                 for (float & v : w) v = normal(rng);
                 for (float & v : x) v = normal(rng);
                 product got = mul_mat(backend, *p, type, s, w, x);
                 if (!got.supported) {
+                    continue;
+                }
+                if (s.batched_weight && name == "AMX") {
+                    // its buffer holds one packed 2D matrix: a 3D weight overran it (0055)
+                    printf("%s %s k=%d n=%d m=%d batches=%d accepted a batched weight FAIL\n", name.c_str(),
+                           ggml_type_name(type), s.k, s.n, s.m, s.batches);
+                    n_run++;
+                    n_failed++;
                     continue;
                 }
                 product ref = mul_mat(backend, ggml_backend_cpu_buffer_type(), type, s, w, x);

@@ -220,10 +220,11 @@ def test_amx_weights_by_default_on_an_amx_cpu_and_they_run(built):
 
 
 def test_cpu_extra_buffer_products_match_the_plain_kernels(built, tmp_path):
-    """Patches 0052-0053 and the repacked kernels: cpu_extra_bufts_mul_mat.cpp, compiled against this build's
-    ggml, multiplies every quantized type each extra buffer type takes (AMX, CPU_REPACK) at the talker's and
-    the code predictor's shapes and compares with the plain CPU buffer (test-backend-ops cannot put a weight
-    there). On an AMX CPU AMX must run q8_0 and q4_0; on x86 with AVX2 CPU_REPACK must run q4_0."""
+    """Patches 0052, 0053, 0055 and the repacked kernels: cpu_extra_bufts_mul_mat.cpp, compiled against this
+    build's ggml, multiplies every quantized type each extra buffer type takes (AMX, CPU_REPACK) at the
+    talker's and the code predictor's shapes and compares with the plain CPU buffer (test-backend-ops cannot
+    put a weight there); AMX must refuse a weight with one matrix per batch (0055: it overran the buffer).
+    On an AMX CPU AMX must run q8_0 and q4_0; on x86 with AVX2 CPU_REPACK must run q4_0."""
     import re
 
     from q3build import proc
