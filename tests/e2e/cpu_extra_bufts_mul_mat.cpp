@@ -2,7 +2,8 @@
 // AMX_INT8, CPU_REPACK) against the same product with the weight in the plain CPU buffer, at the shapes
 // Qwen3-TTS runs: the talker's projections for one row (a generated step) and for a prompt, and the
 // code predictor's [n_embd, 1, n_frames] activations against a 2D weight (the broadcast patch 0053
-// fixed), and a weight with one matrix per batch, which AMX must refuse (0055). test-backend-ops cannot reach these kernels: it allocates every weight in the default buffer.
+// fixed), and a weight with one matrix per batch, which AMX must refuse (0055). test-backend-ops cannot
+// reach these kernels: it allocates every weight in the default buffer.
 //
 // Both sides quantize the activations the same way (q8_0, or q8_K for the k-quants), so they differ
 // only by the order of float sums. Prints one line per case and "ran N failed M" per buffer type;

@@ -24,6 +24,7 @@ import soundfile as sf
 
 from q3build import cli
 from q3build.speech import argv as speech_argv
+from q3build.speech.bench.runs import host_cpu
 
 from ..conftest import REPO
 from .conftest import FREED_MEMORY_POISONED, speech_server
@@ -606,7 +607,7 @@ def test_the_decoder_takes_bf16_kernels_for_a_quantised_projector_on_a_bf16_cpu(
     /proc/cpuinfo's) and the projector is quantised; the f32 projector keeps F16 kernels (its parity
     tolerance), and MTMD_QWEN3TTS_DECODER_BF16=0 keeps them F16 on a quantised one. llama-tts -v logs the
     choice; the wavs of the q8_0 runs differ (other kernels) exactly when BF16 was taken."""
-    bf16_cpu = "avx512_bf16" in Path("/proc/cpuinfo").read_text().split()
+    bf16_cpu = "avx512_bf16" in host_cpu()[1]
     binary = built / "work" / "stage" / "host" / "bin" / "llama-tts"
     seen, wavs = {}, {}
     for name, model, env in [("q8_0", custom_voice_q8_0, {}), ("f32", "custom_voice", {}),

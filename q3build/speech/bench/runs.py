@@ -253,11 +253,16 @@ def cpu_description(cpuinfo: str) -> tuple[str, list[str]]:
     return cpu, [f for f in KERNEL_FEATURES if f in flags]
 
 
-def machine_info() -> dict:
+def host_cpu() -> tuple[str, list[str]]:
+    """cpu_description of this machine ("?" and no features where /proc/cpuinfo cannot be read)."""
     try:
-        cpu, features = cpu_description(Path("/proc/cpuinfo").read_text())
+        return cpu_description(Path("/proc/cpuinfo").read_text())
     except OSError:
-        cpu, features = "?", []
+        return "?", []
+
+
+def machine_info() -> dict:
+    cpu, features = host_cpu()
     compilers = 0
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
