@@ -249,6 +249,39 @@ def test_cpu_extra_buffer_products_match_the_plain_kernels(built, tmp_path):
     assert all(n > 0 for n in ran.values()) and len(ran) == len(re.findall(r" ran \d+ failed ", r.stdout)), r.stdout
 
 
+def test_bf16_products_match_a_double_product_and_amx_takes_the_long_ones(built, tmp_path):
+    """Patch 0057: cpu_bf16_mul_mat.cpp, compiled against this build's ggml, multiplies BF16 weights by BF16
+    rows (contiguous, and a convolution's overlapping taps) at the codec decoder's shapes, against a double
+    product of the same values (1e-5), once as it is and once with GGML_CPU_AMX_BF16=0 (tinyBLAS). Both
+    must be right. On a CPU with AMX_BF16 the AMX kernel must have taken exactly the products it is for
+    (a weight row count that is a multiple of 32, at least 32 rows of input): their outputs differ from
+    tinyBLAS's (another order of float sums), the others' are the same bytes. Elsewhere all are the same."""
+    import os
+    import re
+
+    from q3build import proc
+
+    root, _ = built
+    work = root / "work"
+    libs = work / "build" / "host" / "ggml" / "src"
+    exe = tmp_path / "cpu_bf16_mul_mat"
+    proc.run(["g++", "-O2", "-std=c++17", "-I", str(work / "src" / "llama.cpp" / "ggml" / "include"),
+              str(REPO / "tests" / "e2e" / "cpu_bf16_mul_mat.cpp"),
+              *(str(libs / f"lib{n}.a") for n in ("ggml", "ggml-cpu", "ggml-base")),
+              "-fopenmp", "-lpthread", "-ldl", "-o", str(exe)], capture=True)
+    line = re.compile(r"^(\S+) m=(\d+) k=(\d+) n=(\d+) taps=\d+ rel=\S+ hash=(\w+) ok$", re.M)
+    runs = {}
+    for amx in ("1", "0"):
+        r = proc.run([str(exe), "2"], capture=True, check=False, env={**os.environ, "GGML_CPU_AMX_BF16": amx})
+        assert r.returncode == 0 and re.search(r"^ran (\d+) failed 0$", r.stdout, re.M), r.stdout + r.stderr[-2000:]
+        runs[amx] = {m[0]: (int(m[1]), int(m[2]), int(m[3]), m[4]) for m in line.findall(r.stdout)}
+    assert runs["1"].keys() == runs["0"].keys() and len(runs["1"]) >= 10
+    amx_cpu = "amx_bf16" in cpu_features() and "avx512_bf16" in cpu_features()
+    for name, (m, k, n, digest) in runs["1"].items():
+        eligible = amx_cpu and m % 32 == 0 and k % 32 == 0 and n >= 32
+        assert (digest != runs["0"][name][3]) == eligible, (name, eligible)
+
+
 def test_a_different_checkpoint_is_caught_at_the_first_stage(built, capsys):
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))

@@ -237,7 +237,7 @@ def combine(ours: Mapping, ref: Mapping | None) -> dict:
 
 # CPU features that decide which ggml-cpu kernels run (AMX takes q4_0/q8_0 weights first, AVX512_BF16 gives
 # the codec decoder BF16 kernels, AVX2 the repacked q4_0 ones): a figure is only comparable with the same set
-KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
+KERNEL_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
 def cpu_description(cpuinfo: str) -> tuple[str, list[str]]:
