@@ -3,7 +3,8 @@
 // Qwen3-TTS runs: the talker's projections for one row (a generated step) and for a prompt, and the
 // code predictor's [n_embd, 1, n_frames] activations against a 2D weight (the broadcast patch 0053
 // fixed), and a weight with one matrix per batch, which AMX must refuse (0055). test-backend-ops cannot
-// reach these kernels: it allocates every weight in the default buffer.
+// reach these kernels: it allocates every weight in the default buffer. With AMX, a product of 2-4 rows
+// must also give each row exactly the bits that row gets alone (0059: the one-row kernel per row).
 //
 // Both sides quantize the activations the same way (q8_0, or q8_K for the k-quants), so they differ
 // only by the order of float sums. Prints one line per case and "ran N failed M" per buffer type;
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -86,6 +88,7 @@ int main(int argc, char ** argv) {
         {1024, 3072, 1, 1}, {1024, 3072, 19, 1}, {3072, 1024, 1, 1}, {3072, 1024, 17, 1},  // talker ffn
         {1024, 2048, 1, 1}, {2048, 1024, 40, 1}, {1024, 1024, 64, 1},                        // talker attention
         {1024, 1024, 1, 15}, {1024, 3072, 1, 4}, {3072, 1024, 3, 5},                         // predictor batches
+        {1024, 3072, 2, 1}, {3072, 1024, 3, 1}, {1024, 2048, 4, 1},                          // a step of 2-4 streams
         {256, 32, 1, 1}, {768, 160, 33, 1}, {2304, 96, 7, 1},                                // odd sizes
         {256, 64, 1, 3, true}, {256, 64, 5, 3, true},  // one matrix per batch (0055: AMX must refuse these)
     };
@@ -126,9 +129,22 @@ int main(int argc, char ** argv) {
                     norm += ref.y[i] * (double) ref.y[i];
                 }
                 const double rel = std::sqrt(err / norm);
-                const bool ok = std::isfinite(rel) && rel <= 1e-5;
-                printf("%s %s k=%d n=%d m=%d batches=%d rel_rms=%.3g %s\n", name.c_str(), ggml_type_name(type),
-                       s.k, s.n, s.m, s.batches, rel, ok ? "ok" : "FAIL");
+                bool ok = std::isfinite(rel) && rel <= 1e-5;
+                // AMX (0059): a product of 2-4 rows gives each row the bits it gets alone
+                const char * solo = "";
+                if (name == "AMX" && s.m * s.batches > 1 && s.m * s.batches <= 4) {
+                    bool same = true;
+                    for (int r = 0; r < s.m * s.batches; r++) {
+                        const shape one = { s.k, s.n, 1, 1 };
+                        const std::vector<float> xr(x.begin() + (size_t) r * s.k, x.begin() + (size_t) (r + 1) * s.k);
+                        product alone = mul_mat(backend, *p, type, one, w, xr);
+                        same = same && memcmp(alone.y.data(), &got.y[(size_t) r * s.n], s.n * sizeof(float)) == 0;
+                    }
+                    solo = same ? " rows_as_alone=yes" : " rows_as_alone=NO";
+                    ok = ok && same;
+                }
+                printf("%s %s k=%d n=%d m=%d batches=%d rel_rms=%.3g%s %s\n", name.c_str(), ggml_type_name(type),
+                       s.k, s.n, s.m, s.batches, rel, solo, ok ? "ok" : "FAIL");
                 n_run++;
                 n_failed += !ok;
             }

@@ -220,11 +220,12 @@ def test_amx_weights_by_default_on_an_amx_cpu_and_they_run(built):
 
 
 def test_cpu_extra_buffer_products_match_the_plain_kernels(built, tmp_path):
-    """Patches 0052, 0053, 0055 and the repacked kernels: cpu_extra_bufts_mul_mat.cpp, compiled against this
-    build's ggml, multiplies every quantized type each extra buffer type takes (AMX, CPU_REPACK) at the
+    """Patches 0052, 0053, 0055, 0059 and the repacked kernels: cpu_extra_bufts_mul_mat.cpp, compiled against
+    this build's ggml, multiplies every quantized type each extra buffer type takes (AMX, CPU_REPACK) at the
     talker's and the code predictor's shapes and compares with the plain CPU buffer (test-backend-ops cannot
     put a weight there); AMX must refuse a weight with one matrix per batch (0055: it overran the buffer).
-    On an AMX CPU AMX must run q8_0 and q4_0; on x86 with AVX2 CPU_REPACK must run q4_0."""
+    On an AMX CPU AMX must run q8_0 and q4_0, and give each of 2-4 rows the bits it gets alone (0059); on
+    x86 with AVX2 CPU_REPACK must run q4_0."""
     import re
 
     from q3build import proc
@@ -244,6 +245,8 @@ def test_cpu_extra_buffer_products_match_the_plain_kernels(built, tmp_path):
     features = cpu_features()
     if "amx_int8" in features:
         assert {("AMX", "q8_0"), ("AMX", "q4_0")} <= set(cases), ran
+        # 0059: 2-4 rows (a decode step of a few streams) give each row the bits it gets alone
+        assert len(re.findall(r"^AMX q8_0 .* rows_as_alone=yes ok$", r.stdout, re.M)) >= 3, r.stdout
     if "avx2" in features:
         assert ("CPU_REPACK", "q4_0") in set(cases), ran
     assert all(n > 0 for n in ran.values()) and len(ran) == len(re.findall(r" ran \d+ failed ", r.stdout)), r.stdout
