@@ -417,6 +417,33 @@ def test_a_stalled_stream_does_not_hold_back_the_batch(built):
     assert waited < 10
 
 
+def test_full_slots_and_queue_leave_a_503_and_health_answering(built):
+    # every speech slot and queue place holds an HTTP thread (stalled streams on the slots, requests
+    # waiting behind them): 2 + 8 = 10, more than llama-server's default pool (n_parallel + 4 = 8) had.
+    # The next speech request must still be read and refused with a 503 at once, and /health answer;
+    # with too few threads both waited unread until a stalled stream timed out (30 s here)
+    with speech_server(built, "hostile-full-queue", "custom_voice", "--tts-stream-timeout", "30",
+                       "--tts-slots", "2", "--tts-queue", "8", env=FREED_MEMORY_POISONED) as server:
+        held = []
+        try:
+            held += [stalled_stream(server, "audio") for _ in range(2)]
+            deadline = time.monotonic() + 30
+            while len(_speech_slot_frames(server)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            held += [stalled_stream(server, "audio") for _ in range(8)]
+            time.sleep(1)  # the eight are read and queued
+            t0 = time.monotonic()
+            r = post(server, GOOD, timeout=20)
+            refused = time.monotonic() - t0
+            health = requests.get(f"{server.base}/health", timeout=20)
+        finally:
+            for s in held:
+                s.close()
+    print(f"\nslots and queue full: the next request answered {r.status_code} in {refused:.2f} s")
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+    assert refused < 5 and health.status_code == 200
+
+
 def test_half_closed_client_gets_its_audio(cv):
     resp = raw_exchange(cv, http_request(GOOD_BYTES), half_close=True)
     status, _ = raw_status(resp)
