@@ -146,6 +146,20 @@ def quantized(root, quant):
     return out
 
 
+def ggml_program(built, tmp_path, name: str):
+    """tests/e2e/NAME.cpp compiled against the build's static ggml libraries (ggml, ggml-cpu, ggml-base)."""
+    from q3build import proc
+
+    work = built[0] / "work"
+    libs = work / "build" / "host" / "ggml" / "src"
+    exe = tmp_path / name
+    proc.run(["g++", "-O2", "-std=c++17", "-I", str(work / "src" / "llama.cpp" / "ggml" / "include"),
+              str(REPO / "tests" / "e2e" / f"{name}.cpp"),
+              *(str(libs / f"lib{n}.a") for n in ("ggml", "ggml-cpu", "ggml-base")),
+              "-fopenmp", "-lpthread", "-ldl", "-o", str(exe)], capture=True)
+    return exe
+
+
 def cpu_features() -> list[str]:
     """The features of this CPU that choose ggml-cpu's kernels, as the bench records them."""
     from q3build.speech.bench.runs import host_cpu
@@ -230,14 +244,7 @@ def test_cpu_extra_buffer_products_match_the_plain_kernels(built, tmp_path):
 
     from q3build import proc
 
-    root, _ = built
-    work = root / "work"
-    libs = work / "build" / "host" / "ggml" / "src"
-    exe = tmp_path / "cpu_extra_bufts_mul_mat"
-    proc.run(["g++", "-O2", "-std=c++17", "-I", str(work / "src" / "llama.cpp" / "ggml" / "include"),
-              str(REPO / "tests" / "e2e" / "cpu_extra_bufts_mul_mat.cpp"),
-              *(str(libs / f"lib{n}.a") for n in ("ggml", "ggml-cpu", "ggml-base")),
-              "-fopenmp", "-lpthread", "-ldl", "-o", str(exe)], capture=True)
+    exe = ggml_program(built, tmp_path, "cpu_extra_bufts_mul_mat")
     r = proc.run([str(exe), "2"], capture=True, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     ran = {m[0]: int(m[1]) for m in re.findall(r"^(\S+) ran (\d+) failed 0$", r.stdout, re.M)}
@@ -264,14 +271,7 @@ def test_bf16_products_match_a_double_product_and_amx_takes_the_long_ones(built,
 
     from q3build import proc
 
-    root, _ = built
-    work = root / "work"
-    libs = work / "build" / "host" / "ggml" / "src"
-    exe = tmp_path / "cpu_bf16_mul_mat"
-    proc.run(["g++", "-O2", "-std=c++17", "-I", str(work / "src" / "llama.cpp" / "ggml" / "include"),
-              str(REPO / "tests" / "e2e" / "cpu_bf16_mul_mat.cpp"),
-              *(str(libs / f"lib{n}.a") for n in ("ggml", "ggml-cpu", "ggml-base")),
-              "-fopenmp", "-lpthread", "-ldl", "-o", str(exe)], capture=True)
+    exe = ggml_program(built, tmp_path, "cpu_bf16_mul_mat")
     line = re.compile(r"^(\S+) m=(\d+) k=(\d+) n=(\d+) taps=\d+ rel=\S+ hash=(\w+) ok$", re.M)
     runs = {}
     for amx in ("1", "0"):
