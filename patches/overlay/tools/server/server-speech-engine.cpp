@@ -750,7 +750,6 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
 }
 
 bool speech_segment::step(int n, std::string & err) {
-    speech_engine::generating in_step(engine);
     for (int i = 0; i < n && !finished; i++) {
         if (n_frames >= max_frames) {
             capped   = true;

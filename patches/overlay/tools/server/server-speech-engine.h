@@ -104,7 +104,8 @@ public:
     bool start(const std::string & text, const speech_gen_params & params, const std::vector<float> & speaker_embd,
                std::string & err);
 
-    // generates up to n_frames more frames; done() becomes true at end of speech or the frame cap
+    // generates up to n_frames more frames; done() becomes true at end of speech or the frame cap.
+    // The caller holds a speech_engine::generating (the frames are batched with the other requests')
     bool step(int n_frames, std::string & err);
 
     // appends the audio decoded since the last call (flushes the codec decoder)
@@ -203,9 +204,11 @@ public:
     // thread that completes the set of waiting segments (or finds no batch computing) computes the
     // batch for all of them, the others sleep until their frame is done. false (err set) on failure
     bool frame(speech_segment & seg, std::string & err);
-    // a request's thread inside speech_segment::step: while some are between two frames (microseconds),
-    // the next batch waits for them; a thread outside step (writing to its client, stalled, cancelled)
-    // is not waited for
+    // held by a request's thread while it computes (its prompt, its frames, its codec decodes): the next
+    // batch waits for every such thread, so a request that decodes audio or starts a segment rejoins the
+    // batch instead of leaving the others to compute without it (the computes take turns on the same
+    // cores anyway), and a new request's prompt goes before the next frame. A thread outside (writing to
+    // its client, stalled, cancelled) is not waited for
     class generating {
     public:
         explicit generating(speech_engine & e);

@@ -531,6 +531,7 @@ private:
 // its decoded audio, preceded by a short pause between segments
 bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err) {
     std::string msg;
+    speech_engine::generating computing(engine); // not while the audio is written to the client
     if (!seg) {
         if (n_done > 0) {
             const auto pause = speech_audio::silence(engine.sample_rate(), 150);
