@@ -36,7 +36,7 @@ class UpstreamStatus:
 class PatchEntry:
     file: str = doc("patch file name in patches/")
     purpose: str = doc("what the patch does and why")
-    area: Literal["build", "server", "tts", "mtmd", "convert", "spacemit", "ggml"] = doc("subsystem")
+    area: Literal["build", "server", "tts", "mtmd", "convert", "spacemit", "ggml", "llama"] = doc("subsystem")
     upstream: UpstreamStatus = doc("upstream status")
     sha256: str = doc("sha256 of the patch file, checked before apply")
     drop_when: str | None = doc("condition under which the patch can be removed", default=None)

@@ -30,7 +30,7 @@ FORMAT_PATCH = ("format-patch", "--stdout", "--zero-commit", "--no-signature", "
 
 AREA_BY_PATH = (("tools/server/", "server"), ("tools/mtmd/", "mtmd"), ("tools/tts/", "tts"),
                 ("ggml/src/ggml-cpu/spacemit", "spacemit"), ("ggml/", "ggml"), ("convert", "convert"),
-                ("conversion/", "convert"), ("gguf-py/", "convert"))
+                ("conversion/", "convert"), ("gguf-py/", "convert"), ("src/", "llama"))
 
 
 @dataclass

@@ -89,6 +89,7 @@ int main(int argc, char ** argv) {
         {1024, 2048, 1, 1}, {2048, 1024, 40, 1}, {1024, 1024, 64, 1},                        // talker attention
         {1024, 1024, 1, 15}, {1024, 3072, 1, 4}, {3072, 1024, 3, 5},                         // predictor batches
         {1024, 3072, 2, 1}, {3072, 1024, 3, 1}, {1024, 2048, 4, 1},                          // a step of 2-4 streams
+        {1024, 3072, 1, 8}, {3072, 1024, 5, 1}, {1024, 1024, 2, 3}, {2048, 1024, 7, 1},      // 5-8 rows (q8_0: 0059)
         {256, 32, 1, 1}, {768, 160, 33, 1}, {2304, 96, 7, 1},                                // odd sizes
         {256, 64, 1, 3, true}, {256, 64, 5, 3, true},  // one matrix per batch (0055: AMX must refuse these)
     };
@@ -130,9 +131,10 @@ int main(int argc, char ** argv) {
                 }
                 const double rel = std::sqrt(err / norm);
                 bool ok = std::isfinite(rel) && rel <= 1e-5;
-                // AMX (0059): a product of 2-4 rows gives each row the bits it gets alone
+                // AMX (0059): a product of 2-4 rows (q8_0: 2-8) gives each row the bits it gets alone
                 const char * solo = "";
-                if (name == "AMX" && s.m * s.batches > 1 && s.m * s.batches <= 4) {
+                const int n_rows = s.m * s.batches;
+                if (name == "AMX" && n_rows > 1 && (n_rows <= 4 || (type == GGML_TYPE_Q8_0 && n_rows <= 8))) {
                     bool same = true;
                     for (int r = 0; r < s.m * s.batches; r++) {
                         const shape one = { s.k, s.n, 1, 1 };
