@@ -226,9 +226,39 @@ BAD = [
     ("temperature", {**GOOD, "temperature": -0.5}, None, 400, "out_of_range", "temperature"),
     ("top-p-zero", {**GOOD, "top_p": 0}, None, 400, "out_of_range", "top_p"),
     ("max-frames-zero", {**GOOD, "max_frames": 0}, None, 400, "out_of_range", "max_frames"),
+    ("ignore-eos-string", {**GOOD, "ignore_eos": "yes"}, None, 400, "invalid_type", "ignore_eos"),
     ("model-number", {**GOOD, "model": 5}, None, 400, "invalid_type", "model"),
     ("instructions-number", {**GOOD, "instructions": ["x"]}, None, 400, "invalid_type", "instructions"),
 ]
+
+
+def test_ignore_eos_runs_a_segment_to_its_frame_cap(built, tmp_path):
+    """Random weights seldom pick the end of speech, so this talker is made to: its output row for
+    <|codec_eos_token|> is 50x the row of <|codec_0|>, so end of speech wins whenever codec_0's logit is
+    positive and not tiny. A greedy request stops within a few frames; the same request with
+    `ignore_eos` (llama-server's field: the end tokens get a -inf logit bias) runs to its max_frames."""
+    import gguf
+
+    model = tmp_path / "eos"
+    shutil.copytree(built / "custom_voice", model)
+    reader = gguf.GGUFReader(model / "talker.gguf", "r+")
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    names = [bytes(tokens.parts[i]).decode() for i in tokens.data]
+    codec_0, eos = names.index("<|codec_0|>"), names.index("<|codec_eos_token|>")
+    head = next(t for t in reader.tensors if t.name == "output.weight")
+    assert head.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16), head.tensor_type
+    head.data[eos - codec_0] = head.data[0] * 50
+    head.data.flush()
+    del reader, head
+    body = {"input": "Hello there", "voice": "vivian", "max_frames": 40, "top_k": 1, "seed": 3,
+            "response_format": "pcm"}
+    with speech_server(built, "eos", model, "--tts-slots", "1") as s:
+        stopped = requests.post(f"{s.base}/v1/audio/speech", json=body, timeout=120)
+        full = requests.post(f"{s.base}/v1/audio/speech", json={**body, "ignore_eos": True}, timeout=120)
+    assert stopped.status_code == full.status_code == 200, (stopped.text[:200], full.text[:200])
+    assert int(stopped.headers["x-speech-frames"]) < 40
+    assert int(full.headers["x-speech-frames"]) == 40
+    assert len(full.content) > len(stopped.content)
 
 
 def test_bad_input_table_then_a_good_request(server):

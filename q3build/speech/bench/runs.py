@@ -155,7 +155,7 @@ def ttfa_figures(client: SpeechClient, job: Job, *, voice: str | None = None, wh
     again) and the streamed one once more: cold and warm time to first audio. RuntimeError from a
     request that fails."""
     body = {"input": job.text, "voice": voice or job.voice.speaker or "default", "response_format": "pcm",
-            "stream_format": "audio", "max_frames": job.frames, "top_k": 1, "seed": 0,
+            "stream_format": "audio", "max_frames": job.frames, "ignore_eos": True, "top_k": 1, "seed": 0,
             "instructions": job.voice.instruct}
     if whole:
         return client.time_stream(body, whole=True)

@@ -7,8 +7,10 @@ running from the first request sent to the last stream finished, and the server'
 
 What a stream received is counted from its bytes (pcm: s16le mono at 24 kHz), so the figures do not
 depend on the server reporting anything: the same code measures a server that runs each slot alone
-and one that batches the slots' frames together. Random weights practically never pick EOS; a
-stream that ended early is counted with the audio it got and named in the document (`frames`).
+and one that batches the slots' frames together. The requests ask for `ignore_eos`, so a stream runs
+to `max_frames` (random weights do pick the end of speech now and then); a server without that field
+ignores it, and a stream that ended early is counted with the audio it got and named in the document
+(`frames`).
 
 The pure functions (parse_counts, stream_record, aggregate, summarize, render_markdown) are separate
 from the one that starts processes (measure), so they can be unit tested."""
@@ -106,7 +108,7 @@ def stream_body(index: int, frames: int, *, voice: str | None, instructions: str
                 texts: Sequence[str] = TEXTS) -> dict:
     """Client `index`'s request: its own text and seed, pcm chunks, greedy, `frames` frames."""
     return {"input": texts[index % len(texts)], "voice": voice or "default", "response_format": "pcm",
-            "stream_format": "audio", "max_frames": frames, "top_k": 1, "seed": index,
+            "stream_format": "audio", "max_frames": frames, "ignore_eos": True, "top_k": 1, "seed": index,
             "instructions": instructions}
 
 
@@ -204,7 +206,7 @@ def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = (), *, headi
                   f"Machine: {cpu_text(m)}; load average {load}. "
                   f"Build: `{d.get('build', '?')}`. Each N: one `llama-server --tts-slots N`, warmed, then N "
                   "clients at once, each streaming (pcm, `stream_format: audio`) its own text with its own "
-                  "seed, greedy, `max_frames` = the frame count. Aggregate = all the audio / the wall time from "
+                  "seed, greedy, `max_frames` = the frame count (`ignore_eos`). Aggregate = all the audio / the wall time from "
                   "the first request sent to the last stream finished; RTF and TTFA are each stream's own; load = the "
                   "1-minute load average when N's streams had finished. "
                   f"Measured by `q3build bench --model CKPT --streams "

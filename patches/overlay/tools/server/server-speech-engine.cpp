@@ -9,6 +9,7 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -50,6 +51,19 @@ static std::string meta_str(const llama_model * model, const std::string & key) 
 }
 
 // names of the special tokens "<|prefix...|>" in the vocab, without the markers
+// the tokens that end a segment: the codec's end of speech (mtmd-helper-gen stops on it) and the
+// vocabulary's end-of-generation tokens
+static std::vector<llama_token> find_segment_end_tokens(const llama_vocab * vocab) {
+    std::vector<llama_token> out;
+    const int32_t n = llama_vocab_n_tokens(vocab);
+    for (llama_token t = 0; t < n; t++) {
+        if (llama_vocab_is_eog(vocab, t) || std::strcmp(llama_vocab_get_text(vocab, t), "<|codec_eos_token|>") == 0) {
+            out.push_back(t);
+        }
+    }
+    return out;
+}
+
 static std::vector<std::string> special_names(const llama_vocab * vocab, const std::string & prefix) {
     std::vector<std::string> out;
     const std::string open = "<|" + prefix;
@@ -110,6 +124,7 @@ bool speech_engine::load(const common_params & params, const llama_model * model
     const llama_vocab * vocab = llama_model_get_vocab(model);
     speakers = special_names(vocab, "spk_");
     langs    = special_names(vocab, "codec_language_");
+    end_tokens = find_segment_end_tokens(vocab);
 
     // A slot's talker context (its KV cache is most of a slot's memory) holds the longest segment it can
     // generate: the prompt, then the frame cap of a segment of --tts-segment-chars characters. The prompt
@@ -726,6 +741,12 @@ bool speech_segment::start(const std::string & text, const speech_gen_params & p
     // over every first-codebook code generated so far, as the Qwen3-TTS reference applies it (the
     // server's default window is the last 64 tokens)
     sp.penalty_last_n = engine.slot_cells();
+    if (p.ignore_eos) {
+        // as llama-server's ignore_eos: the segment runs to its frame cap (fixed-length benchmarks)
+        for (llama_token t : engine.segment_end_tokens()) {
+            sp.logit_bias.push_back({t, -INFINITY});
+        }
+    }
     smpl = common_sampler_init(engine.model(), sp);
     if (!smpl) {
         err = "the sampler could not be created";

@@ -52,6 +52,7 @@ struct speech_gen_params {
     int32_t     max_frames         = 0;     // per segment; 0: derived from the segment length
     bool        streaming_text     = false; // text fed one token per frame (shorter prompt)
     bool        icl                = false; // a cloned voice in context: its codes and transcript
+    bool        ignore_eos         = false; // no end of speech: every segment runs to its frame cap
     std::vector<int32_t> ref_codes;         // icl: the recording's codes (voice.transcript is its text)
 };
 
@@ -232,6 +233,8 @@ public:
     int  frames_per_second() const { return 12; } // 12.5 Hz codec, rounded down for frame caps
     int  segment_frame_cap(size_t n_chars) const;
     const std::string & model_type() const { return type; }   // base, custom_voice, voice_design
+    // the codec's end-of-speech token and the vocabulary's end-of-generation tokens
+    const std::vector<llama_token> & segment_end_tokens() const { return end_tokens; }
     const std::string & model_size() const { return size; }
     bool can_clone() const { return cloning; }
     bool takes_instructions() const { return type == "voice_design" || (type == "custom_voice" && size != "0b6"); }
@@ -264,6 +267,7 @@ private:
     std::string type, size;
     std::vector<std::string> langs;
     std::vector<std::string> speakers;  // built-in, lower case
+    std::vector<llama_token> end_tokens;
 
     common_threadpools threads;      // the CPU threads of the talker and of mctx
     llama_context * talker = nullptr; // every slot's sequence

@@ -167,6 +167,7 @@ private:
     bool opt_string(const char * key, std::string & out, speech_error & err, size_t max_chars = max_name_chars);
     bool opt_number(const char * key, double lo, double hi, double & out, bool & present, speech_error & err);
     bool opt_int(const char * key, int64_t lo, int64_t hi, int64_t & out, bool & present, speech_error & err);
+    bool opt_bool(const char * key, bool & out, speech_error & err);
 
     bool parse_input(speech_request & out, speech_error & err);
     void fit_text_tokens(const std::string & seg, std::vector<std::string> & out) const;
@@ -230,6 +231,17 @@ bool request_parser::opt_int(const char * key, int64_t lo, int64_t hi, int64_t &
                     string_format("'%s' must be between %lld and %lld", key, (long long) lo, (long long) hi));
     }
     out = (int64_t) d;
+    return true;
+}
+
+bool request_parser::opt_bool(const char * key, bool & out, speech_error & err) {
+    if (!body.contains(key) || body.at(key).is_null()) {
+        return true;
+    }
+    if (!body.at(key).is_boolean()) {
+        return fail(err, key, "invalid_type", std::string("'") + key + "' must be true or false");
+    }
+    out = body.at(key).get<bool>();
     return true;
 }
 
@@ -429,6 +441,7 @@ bool request_parser::parse_sampling(speech_request & out, speech_error & err) {
     if (present) g.repetition_penalty = (float) d;
     if (!opt_int("max_frames", 1, 100000, i, present, err)) return false;
     if (present) g.max_frames = (int32_t) i;
+    if (!opt_bool("ignore_eos", g.ignore_eos, err)) return false;
 
     std::string layout;
     if (!opt_string("text_layout", layout, err)) return false;
