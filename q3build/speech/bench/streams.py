@@ -206,7 +206,7 @@ def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = (), *, headi
                   f"Machine: {cpu_text(m)}; load average {load}. "
                   f"Build: `{d.get('build', '?')}`. Each N: one `llama-server --tts-slots N`, warmed, then N "
                   "clients at once, each streaming (pcm, `stream_format: audio`) its own text with its own "
-                  "seed, greedy, `max_frames` = the frame count (`ignore_eos`). Aggregate = all the audio / the wall time from "
+                  "seed, greedy, `max_frames` = the frame count. Aggregate = all the audio / the wall time from "
                   "the first request sent to the last stream finished; RTF and TTFA are each stream's own; load = the "
                   "1-minute load average when N's streams had finished. "
                   f"Measured by `q3build bench --model CKPT --streams "

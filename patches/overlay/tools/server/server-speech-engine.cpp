@@ -50,7 +50,6 @@ static std::string meta_str(const llama_model * model, const std::string & key) 
     return buf;
 }
 
-// names of the special tokens "<|prefix...|>" in the vocab, without the markers
 // the tokens that end a segment: the codec's end of speech (mtmd-helper-gen stops on it) and the
 // vocabulary's end-of-generation tokens
 static std::vector<llama_token> find_segment_end_tokens(const llama_vocab * vocab) {
@@ -64,6 +63,7 @@ static std::vector<llama_token> find_segment_end_tokens(const llama_vocab * voca
     return out;
 }
 
+// names of the special tokens "<|prefix...|>" in the vocab, without the markers
 static std::vector<std::string> special_names(const llama_vocab * vocab, const std::string & prefix) {
     std::vector<std::string> out;
     const std::string open = "<|" + prefix;
