@@ -38,6 +38,8 @@ HELP = "measure speech performance (RTF, stages, TTFA, RSS, bandwidth) against t
 
 
 def add_arguments(p) -> None:
+    from q3build.speech.argv import FLASH_ATTN
+
     p.add_argument("--target", "-t", default="host", metavar="T", help="target whose staged binaries run (host)")
     p.add_argument("--model", metavar="HF_DIR", help="checkpoint in the released Hugging Face layout")
     p.add_argument("--quant", default="f32,f16,q8_0,q4_0", help="talker quantisations, comma separated")
@@ -63,6 +65,10 @@ def add_arguments(p) -> None:
                    help="let ggml-cpu repack weights (q4_0 -> q4_0_8x8 on x86) as llama-server does by default, "
                         "so the figures are the product's (default: on); --no-repack compares with runs before "
                         "session 9, which all ran without")
+    p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto",
+                   help="llama's flash attention for the talker and the mmproj graphs (-fa): auto, as the servers "
+                        "run, is on for the CPU (default: auto); off compares with runs before session 14, which "
+                        "all ran with -fa off")
     p.add_argument("--decoder-curve", type=int, default=64, metavar="N",
                    help="measure the codec decoder's cost per call for batches of 1, 2, 4 … N frames "
                         "(a power of two; 0 skips it; default 64)")
@@ -203,7 +209,8 @@ def run(args, ctx) -> int:
     voice = speech_argv.Voice(speaker=speaker, instruct=args.instruct,
                               reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
                               reference_text=args.reference_text or None)
-    job = runs.Job(text=args.text, frames=args.frames, language=args.language, voice=voice, repack=args.repack)
+    job = runs.Job(text=args.text, frames=args.frames, language=args.language, voice=voice, repack=args.repack,
+                   flash_attn=args.flash_attn)
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     plan = runs.Plan(checkpoint=hf, gguf_root=gguf_root, llama_tts=llama_tts, llama_server=server, job=job,
                       quants=parse_quants(args.quant), threads=parse_threads(args.threads, os.cpu_count() or 1),
@@ -267,7 +274,7 @@ def _on_board(args, ctx) -> int:
     speaker = args.speaker or next(iter(config.get("talker_config", {}).get("spk_id", {})), None)
     job = runs.Job(text=args.text, frames=args.frames, language=args.language,
                    voice=speech_argv.Voice(speaker=speaker, instruct=args.instruct),
-                   repack=args.repack)
+                   repack=args.repack, flash_attn=args.flash_attn)
     quants, threads = parse_quants(args.quant), parse_threads(args.threads, cpus)
     gguf_root = Path(args.gguf_dir).resolve() if args.gguf_dir else ctx.project.work / "bench" / hf.name
     models = {q: runs.ensure_converted(ctx.project, hf, gguf_root / q, q, ctx.env, "host") for q in quants}
@@ -275,7 +282,7 @@ def _on_board(args, ctx) -> int:
     deployed = board_mod.deploy(b, plan, archive, None, machine)
     doc: dict = {"schema": runs.SCHEMA, "checkpoint": str(hf), "shape": runs.shape_name(config),
                  "variant": config.get("tts_model_type"), "frames": args.frames, "text": args.text,
-                 "speaker": speaker, "repack": job.repack, "target": plan.target_name, "build": deployed.version,
+                 "speaker": speaker, "repack": job.repack, "flash_attn": job.flash_attn, "target": plan.target_name, "build": deployed.version,
                  "board": {"address": str(address), "machine": machine, "cpus": cpus, "archive": archive.name},
                  "configs": [], "notes": list(args.note) + [
                      ("measured on the board through the packaged launcher: our own figures only (the official "
@@ -320,7 +327,8 @@ def _slots(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     doc: dict = {"schema": runs.SCHEMA, "kind": "slots", "checkpoint": str(hf), "shape": runs.shape_name(config),
                  "variant": config.get("tts_model_type"), "quant": quant, "threads": threads, "frames": args.frames,
-                 "text": args.text, "repack": args.repack, "target": args.target, "machine": runs.machine_info(), "runs": [],
+                 "text": args.text, "repack": args.repack, "flash_attn": args.flash_attn,
+                 "target": args.target, "machine": runs.machine_info(), "runs": [],
                  "notes": list(args.note)}
     for n in counts:
         ui.info(f"▶ llama-server with {n} speech slot(s), {n} request(s) at once")
@@ -329,7 +337,7 @@ def _slots(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
                               voice=speaker, instructions=args.instruct,
                               reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
                               reference_text=args.reference_text, log_path=logs / f"{quant}-{n}.log",
-                              numerics=speech_argv.bench_numerics(repack=args.repack))
+                              numerics=speech_argv.bench_numerics(repack=args.repack, flash_attn=args.flash_attn))
         except RuntimeError as e:
             raise runs.BenchError(str(e)) from None
         doc["runs"].append(r)
@@ -369,7 +377,8 @@ def _streams(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
     ver = proc.run_measured([server, "--version"], ctx.env, timeout=60)
     doc: dict = {"schema": runs.SCHEMA, "kind": "streams", "checkpoint": str(hf), "shape": runs.shape_name(config),
                  "variant": config.get("tts_model_type"), "quant": quant, "threads": threads, "frames": args.frames,
-                 "texts": list(streams.TEXTS), "speaker": speaker, "repack": args.repack, "target": args.target,
+                 "texts": list(streams.TEXTS), "speaker": speaker, "repack": args.repack, "flash_attn": args.flash_attn,
+                 "target": args.target,
                  "build": next((ln.strip() for ln in ver.output.splitlines() if ln.startswith("version:")), "?"),
                  "machine": runs.machine_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": [],
                  "notes": list(args.note)}
@@ -380,7 +389,7 @@ def _streams(args, ctx, hf: Path, config: dict, speaker: str | None) -> int:
                                 voice=speaker, instructions=args.instruct,
                                 reference_wav=Path(args.reference_wav).resolve() if args.reference_wav else None,
                                 reference_text=args.reference_text, log_path=logs / f"{quant}-{n}.log",
-                                numerics=speech_argv.bench_numerics(repack=args.repack))
+                                numerics=speech_argv.bench_numerics(repack=args.repack, flash_attn=args.flash_attn))
         except RuntimeError as e:
             raise runs.BenchError(f"{n} stream(s): {e}") from None
         r["loadavg"] = round(os.getloadavg()[0], 2)

@@ -15,12 +15,20 @@ from q3build.speech.facts import lang_code, model_files
 PARITY_NUMERICS = ("-ctk", "f32", "-ctv", "f32", "-fa", "off", "--no-repack")
 # as parity, but the KV cache as shipped; weights read into memory at load (excluded from the
 # timings), as the reference does, so the first pass does not page the model in from disk
-BENCH_NUMERICS = ("-fa", "off", "--no-repack", "--load-mode", "none")
+BENCH_NUMERICS = ("--no-repack", "--load-mode", "none")
+# llama's flash-attention settings (-fa); the servers leave it at auto, which is on for the CPU
+FLASH_ATTN = ("auto", "on", "off")
 
 
-def bench_numerics(*, repack: bool) -> tuple[str, ...]:
-    """BENCH_NUMERICS, or with ggml-cpu's weight repacking left on as the servers have it (bench --repack)."""
-    return tuple(a for a in BENCH_NUMERICS if a != "--no-repack") if repack else BENCH_NUMERICS
+def bench_numerics(*, repack: bool, flash_attn: str = "auto") -> tuple[str, ...]:
+    """BENCH_NUMERICS with llama's flash-attention setting (the servers': auto), and without --no-repack when
+    ggml-cpu's weight repacking stays on as the servers have it (bench --repack)."""
+    if flash_attn not in FLASH_ATTN:
+        raise ValueError(f"flash attention {flash_attn!r}: one of {', '.join(FLASH_ATTN)}")
+    rest = tuple(a for a in BENCH_NUMERICS if a != "--no-repack") if repack else BENCH_NUMERICS
+    return ("-fa", flash_attn, *rest)
+
+
 GREEDY = ("--temp", "0", "--top-k", "1")
 
 

@@ -147,6 +147,7 @@ def test_slots_document_has_peak_rss_and_what_each_slot_reserves(slots_result):
     _, doc = slots_result
     assert doc["kind"] == "slots" and doc["quant"] == "q8_0" and doc["threads"] == 1 and doc["shape"] == "tiny"
     assert doc["repack"] is True  # unasked, every shape runs as the servers do (weights repacked)
+    assert doc["flash_attn"] == "auto"  # and attends as they do
     assert [r["slots"] for r in doc["runs"]] == [1, 2]
     for r in doc["runs"]:
         assert r["requests"] == r["slots"]

@@ -161,6 +161,10 @@ def test_markdown_table_has_the_figures():
     # whether ggml-cpu repacked the weights changes the kernels measured: each run says which
     assert "not repacked (--no-repack)" in md
     assert "repacked by ggml-cpu, as the servers run them" in report.render_markdown([{**doc, "repack": True}])
+    # and whether llama ran flash attention (documents before session 14 have no key: they ran -fa off)
+    assert "flash attention off (-fa off)" in md
+    assert "flash attention auto (on for the CPU), as the servers run" in report.render_markdown(
+        [{**doc, "flash_attn": "auto"}])
     ref_row = next(ln for ln in md.splitlines() if ln.startswith("| 2 | "))
     assert f"{c['reference']['rtf']:.2f}" in ref_row
 
@@ -557,7 +561,10 @@ def test_streams_markdown_has_a_row_per_count():
     assert rows[2] == "| 2 | 0.400 | 1.60 | 5.00 / 5.50 | 900 / 1800 | 20.0 | 1720 (1600) | – |"
     assert "## Concurrent streams: before (0.6b shape, q8_0, 2 threads, 24 frames)" in md
     assert "AMD EPYC, 2 CPUs; load average 3.1 → 4.2" in md
-    assert "`q3build bench --model CKPT --streams 1,2 --quant q8_0 --threads 2 --frames 24`" in md
+    # a document from before session 14 has no flash_attn: those all ran -fa off
+    assert "`q3build bench --model CKPT --streams 1,2 --quant q8_0 --threads 2 --frames 24 --flash-attn off`" in md
+    assert "--frames 24 --flash-attn auto`" in streams.render_markdown([{**_streams_doc(), "flash_attn": "auto"}],
+                                                                      ["after"])
     assert "- a note" in md and "2 streams: stream(s) 1" in md
 
 

@@ -29,9 +29,24 @@ def test_bench_repack_leaves_the_weights_to_ggml_and_keeps_the_rest():
     from q3build.speech.bench.runs import Job
     assert "--no-repack" in Job(text="x", frames=1).numerics
     on = Job(text="x", frames=1, repack=True).numerics
-    assert "--no-repack" not in on and on == tuple(a for a in argv.BENCH_NUMERICS if a != "--no-repack")
+    assert "--no-repack" not in on and on == ("-fa", "auto", *(a for a in argv.BENCH_NUMERICS if a != "--no-repack"))
     assert cli.parser().parse_args(["bench", "--repack"]).repack is True
     assert cli.parser().parse_args(["bench", "--no-repack"]).repack is False
+
+
+def test_bench_attends_as_the_servers_do_unless_told_not_to():
+    """Unasked, the bench runs llama's flash attention at auto (the servers' setting, on for the CPU): before
+    session 14 it ran -fa off, a path the product does not take; --flash-attn off compares with those runs."""
+    from q3build.speech.bench.runs import Job
+    for args, fa in ((["bench"], "auto"), (["bench", "--flash-attn", "off"], "off"),
+                     (["bench", "--flash-attn", "on"], "on")):
+        assert cli.parser().parse_args(args).flash_attn == fa
+        numerics = Job(text="x", frames=1, flash_attn=fa).numerics
+        assert numerics[numerics.index("-fa") + 1] == fa and numerics.count("-fa") == 1
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["bench", "--flash-attn", "yes"])
+    with pytest.raises(ValueError, match="'yes'"):
+        argv.bench_numerics(repack=True, flash_attn="yes")
 
 
 def test_bench_repacks_as_the_servers_do_unless_told_not_to():

@@ -19,6 +19,12 @@ def _fmt(v, spec: str = ".2f", none: str = "–") -> str:
     return none if v is None else format(v, spec)
 
 
+def flash_attn_text(run: Mapping) -> str:
+    """llama's flash-attention setting of a run; documents before session 14 have none and all ran -fa off."""
+    fa = run.get("flash_attn", "off")
+    return "flash attention auto (on for the CPU), as the servers run" if fa == "auto" else f"flash attention {fa} (-fa {fa})"
+
+
 def _bandwidth_text(rows: Sequence[Mapping]) -> str:
     return ", ".join(f"{b['gbps']:.1f} GB/s on {b['threads']} thread{'s' if b['threads'] > 1 else ''}" for b in rows)
 
@@ -54,7 +60,8 @@ def render_markdown(runs: Sequence[Mapping], plots: Sequence[Sequence[tuple[str,
                   f"Machine: {cpu_text(m)}; "
                   f"read bandwidth {_bandwidth_text(run.get('bandwidth', []))}; "
                   f"load average at start {m.get('loadavg', '?')}. Build: `{run.get('build', '?')}`. "
-                  f"Weights {'repacked by ggml-cpu, as the servers run them' if run.get('repack') else 'not repacked (--no-repack)'}.",
+                  f"Weights {'repacked by ggml-cpu, as the servers run them' if run.get('repack') else 'not repacked (--no-repack)'}; "
+                  f"{flash_attn_text(run)}.",
                   ""]
         for caption, file in (plots[i] if plots and i < len(plots) else ()):
             lines += [f"![{run['shape']} shape: {caption}]({plots_dir}{file})", ""]

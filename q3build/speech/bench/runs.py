@@ -46,10 +46,11 @@ class Job:
     language: str = "english"
     voice: speech_argv.Voice = field(default_factory=speech_argv.Voice)
     repack: bool = False   # ggml-cpu repacks weights (the servers do; `bench` resolves it per shape)
+    flash_attn: str = "auto"   # llama's -fa for the talker and the mmproj graphs (the servers: auto)
 
     @property
     def numerics(self) -> tuple[str, ...]:
-        return speech_argv.bench_numerics(repack=self.repack)
+        return speech_argv.bench_numerics(repack=self.repack, flash_attn=self.flash_attn)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -331,7 +332,7 @@ def run_bench(project, plan: Plan, env: Mapping[str, str], *, target: str, log=p
     config = convert.check_checkpoint(plan.checkpoint)
     doc: dict = {"schema": SCHEMA, "checkpoint": str(plan.checkpoint), "shape": shape_name(config),
                  "variant": config.get("tts_model_type"), "frames": plan.job.frames, "text": plan.job.text,
-                 "repack": plan.job.repack,
+                 "repack": plan.job.repack, "flash_attn": plan.job.flash_attn,
                  "speaker": plan.job.voice.speaker, "layout": "nonstreaming", "target": target, "machine": machine_info(),
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     ver = proc.run_measured([plan.llama_tts, "--version"], env, timeout=60)

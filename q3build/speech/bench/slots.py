@@ -71,7 +71,7 @@ def _reserved(per_slot: Sequence[Mapping]) -> float:
 def measure(llama_server: Path, model_dir: Path, n_slots: int, env: Mapping[str, str], *, threads: int,
             frames: int, text: str, voice: str | None = None, instructions: str | None = None,
             reference_wav: Path | None = None, reference_text: str | None = None,
-            numerics: Sequence[str] = speech_argv.BENCH_NUMERICS, extra: Sequence[str] = (),
+            numerics: Sequence[str] = speech_argv.bench_numerics(repack=False), extra: Sequence[str] = (),
             log_path: Path | None = None, startup_timeout: float = 600) -> dict:
     """One server with n_slots slots, n_slots requests at once (seeds 0 .. n-1, greedy); its peak RSS
     idle and after the requests, the wall time of the requests and what each slot reserves. RuntimeError

@@ -162,7 +162,7 @@ def measure(llama_server: Path, model_dir: Path, n_streams: int, env: Mapping[st
             frames: int, voice: str | None = None, instructions: str | None = None,
             reference_wav: Path | None = None, reference_text: str | None = None,
             texts: Sequence[str] = TEXTS, warm_frames: int = 2,
-            numerics: Sequence[str] = speech_argv.BENCH_NUMERICS, extra: Sequence[str] = (),
+            numerics: Sequence[str] = speech_argv.bench_numerics(repack=False), extra: Sequence[str] = (),
             log_path: Path | None = None, startup_timeout: float = 600) -> dict:
     """One server with n_streams slots: warmed by n_streams short streams at once (warm_frames frames,
     so every slot has run a request and a cloned voice is encoded), then n_streams measured streams at
@@ -212,7 +212,7 @@ def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = (), *, headi
                   f"Measured by `q3build bench --model CKPT --streams "
                   f"{','.join(str(r['streams']) for r in sorted(d.get('runs') or [], key=lambda r: r['streams']))} "
                   f"--quant {d.get('quant')} --threads {d.get('threads')} --frames {d.get('frames')}"
-                  f"{' --repack' if d.get('repack') else ''}`.", "",
+                  f"{' --repack' if d.get('repack') else ''} --flash-attn {d.get('flash_attn', 'off')}`.", "",
                   "| streams | aggregate audio s / wall s | ratio to 1 stream | per-stream RTF mean / max "
                   "| TTFA ms mean / max | wall s | peak RSS MiB (idle) | load after |",
                   "|---|---|---|---|---|---|---|---|"]
