@@ -45,6 +45,7 @@ def test_document_structure(result):
     _, doc = result
     assert doc["shape"] == "tiny" and doc["variant"] == "custom_voice" and doc["frames"] == FRAMES
     assert doc["build"].startswith("version:")
+    assert doc["repack"] is True and doc["flash_attn"] == "auto"  # unasked, as the servers run
     assert [b["threads"] for b in doc["bandwidth"]] == [1] and doc["bandwidth"][0]["gbps"] > 0
     assert [(c["quant"], c["threads"]) for c in doc["configs"]] == [("q8_0", 1)]
     c = doc["configs"][0]
@@ -139,15 +140,19 @@ def _tiny_bench(tmp_path_factory, host_work, kind, *args):
 
 @pytest.fixture(scope="module")
 def slots_result(tmp_path_factory, host_work):
-    return _tiny_bench(tmp_path_factory, host_work, "slots", "--slots", "2,1", "--quant", "q8_0",
-                       "--threads", "1", "--frames", "4")
+    # -fa off: what is checked below is that the slots share one compute buffer. With flash attention the
+    # tiny talker's buffer is small (1.3 MiB) and grows by more than that per sequence (2 slots: 2 x 1.53),
+    # so the sharing is not visible at this shape; at 0.6B both settings give 155.7 MiB of peak RSS per
+    # extra slot (docs/bench/session14/README.md)
+    return _tiny_bench(tmp_path_factory, host_work, "slots", "--flash-attn", "off", "--slots", "2,1",
+                       "--quant", "q8_0", "--threads", "1", "--frames", "4")
 
 
 def test_slots_document_has_peak_rss_and_what_each_slot_reserves(slots_result):
     _, doc = slots_result
     assert doc["kind"] == "slots" and doc["quant"] == "q8_0" and doc["threads"] == 1 and doc["shape"] == "tiny"
     assert doc["repack"] is True  # unasked, every shape runs as the servers do (weights repacked)
-    assert doc["flash_attn"] == "auto"  # and attends as they do
+    assert doc["flash_attn"] == "off"  # as asked
     assert [r["slots"] for r in doc["runs"]] == [1, 2]
     for r in doc["runs"]:
         assert r["requests"] == r["slots"]
