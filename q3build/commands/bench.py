@@ -282,7 +282,8 @@ def _on_board(args, ctx) -> int:
     deployed = board_mod.deploy(b, plan, archive, None, machine)
     doc: dict = {"schema": runs.SCHEMA, "checkpoint": str(hf), "shape": runs.shape_name(config),
                  "variant": config.get("tts_model_type"), "frames": args.frames, "text": args.text,
-                 "speaker": speaker, "repack": job.repack, "flash_attn": job.flash_attn, "target": plan.target_name, "build": deployed.version,
+                 "speaker": speaker, "repack": job.repack, "flash_attn": job.flash_attn, "target": plan.target_name,
+                 "build": deployed.version,
                  "board": {"address": str(address), "machine": machine, "cpus": cpus, "archive": archive.name},
                  "configs": [], "notes": list(args.note) + [
                      ("measured on the board through the packaged launcher: our own figures only (the official "

@@ -22,7 +22,9 @@ def _fmt(v, spec: str = ".2f", none: str = "–") -> str:
 def flash_attn_text(run: Mapping) -> str:
     """llama's flash-attention setting of a run; documents before session 14 have none and all ran -fa off."""
     fa = run.get("flash_attn", "off")
-    return "flash attention auto (on for the CPU), as the servers run" if fa == "auto" else f"flash attention {fa} (-fa {fa})"
+    if fa == "auto":
+        return "flash attention auto (on for the CPU), as the servers run"
+    return f"flash attention {fa} (-fa {fa})"
 
 
 def _bandwidth_text(rows: Sequence[Mapping]) -> str:
