@@ -38,7 +38,7 @@ HELP = "measure speech performance (RTF, stages, TTFA, RSS, bandwidth) against t
 
 
 def add_arguments(p) -> None:
-    from q3build.speech.argv import FLASH_ATTN
+    from q3build.speech.argv import FLASH_ATTN, SERVER_FLASH_ATTN
 
     p.add_argument("--target", "-t", default="host", metavar="T", help="target whose staged binaries run (host)")
     p.add_argument("--model", metavar="HF_DIR", help="checkpoint in the released Hugging Face layout")
@@ -65,7 +65,7 @@ def add_arguments(p) -> None:
                    help="let ggml-cpu repack weights (q4_0 -> q4_0_8x8 on x86) as llama-server does by default, "
                         "so the figures are the product's (default: on); --no-repack compares with runs before "
                         "session 9, which all ran without")
-    p.add_argument("--flash-attn", choices=FLASH_ATTN, default="auto",
+    p.add_argument("--flash-attn", choices=FLASH_ATTN, default=SERVER_FLASH_ATTN,
                    help="llama's flash attention for the talker and the mmproj graphs (-fa): auto, as the servers "
                         "run, is on for the CPU (default: auto); off compares with runs before session 14, which "
                         "all ran with -fa off")

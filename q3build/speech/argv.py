@@ -18,9 +18,10 @@ PARITY_NUMERICS = ("-ctk", "f32", "-ctv", "f32", "-fa", "off", "--no-repack")
 BENCH_NUMERICS = ("--no-repack", "--load-mode", "none")
 # llama's flash-attention settings (-fa); the servers leave it at auto, which is on for the CPU
 FLASH_ATTN = ("auto", "on", "off")
+SERVER_FLASH_ATTN = "auto"
 
 
-def bench_numerics(*, repack: bool, flash_attn: str = "auto") -> tuple[str, ...]:
+def bench_numerics(*, repack: bool, flash_attn: str = SERVER_FLASH_ATTN) -> tuple[str, ...]:
     """BENCH_NUMERICS with llama's flash-attention setting (the servers': auto), and without --no-repack when
     ggml-cpu's weight repacking stays on as the servers have it (bench --repack)."""
     if flash_attn not in FLASH_ATTN:

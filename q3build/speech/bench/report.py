@@ -19,9 +19,13 @@ def _fmt(v, spec: str = ".2f", none: str = "–") -> str:
     return none if v is None else format(v, spec)
 
 
+def flash_attn_of(doc: Mapping) -> str:
+    """llama's flash-attention setting of a bench document; those before session 14 have none and all ran -fa off."""
+    return doc.get("flash_attn", "off")
+
+
 def flash_attn_text(run: Mapping) -> str:
-    """llama's flash-attention setting of a run; documents before session 14 have none and all ran -fa off."""
-    fa = run.get("flash_attn", "off")
+    fa = flash_attn_of(run)
     if fa == "auto":
         return "flash attention auto (on for the CPU), as the servers run"
     return f"flash attention {fa} (-fa {fa})"

@@ -46,7 +46,7 @@ class Job:
     language: str = "english"
     voice: speech_argv.Voice = field(default_factory=speech_argv.Voice)
     repack: bool = False   # ggml-cpu repacks weights (the servers do; `bench` resolves it per shape)
-    flash_attn: str = "auto"   # llama's -fa for the talker and the mmproj graphs (the servers: auto)
+    flash_attn: str = speech_argv.SERVER_FLASH_ATTN   # llama's -fa for the talker and the mmproj graphs
 
     @property
     def numerics(self) -> tuple[str, ...]:

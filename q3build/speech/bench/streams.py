@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from q3build.speech import argv as speech_argv
-from q3build.speech.bench.report import cpu_text
+from q3build.speech.bench.report import cpu_text, flash_attn_of
 from q3build.speech.facts import SAMPLE_RATE
 from q3build.speech.server import SpeechClient, measured_server
 
@@ -212,7 +212,7 @@ def render_markdown(docs: Sequence[Mapping], names: Sequence[str] = (), *, headi
                   f"Measured by `q3build bench --model CKPT --streams "
                   f"{','.join(str(r['streams']) for r in sorted(d.get('runs') or [], key=lambda r: r['streams']))} "
                   f"--quant {d.get('quant')} --threads {d.get('threads')} --frames {d.get('frames')}"
-                  f"{' --repack' if d.get('repack') else ''} --flash-attn {d.get('flash_attn', 'off')}`.", "",
+                  f"{' --repack' if d.get('repack') else ''} --flash-attn {flash_attn_of(d)}`.", "",
                   "| streams | aggregate audio s / wall s | ratio to 1 stream | per-stream RTF mean / max "
                   "| TTFA ms mean / max | wall s | peak RSS MiB (idle) | load after |",
                   "|---|---|---|---|---|---|---|---|"]
