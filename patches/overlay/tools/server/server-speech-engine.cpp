@@ -166,6 +166,7 @@ bool speech_engine::load(const common_params & params, const llama_model * model
         free_slots.push_back(slot.get());
         slots.push_back(std::move(slot));
     }
+    return_by_us.assign(slots.size(), 0);
     rate     = mtmd_gen_audio_get_info(mctx).sample_rate;
     batching = n_slots > 1 && mtmd_gen_audio_get_info(mctx).type == MTMD_GEN_AUDIO_TYPE_QWEN3TTS;
     cloning = mtmd_support_audio(mctx);
@@ -802,17 +803,31 @@ void speech_segment::after_frame(const float * h_next, bool stop, int32_t out_id
 // batched frames
 //
 
-speech_engine::generating::generating(speech_engine & e) : e(e) {
+speech_engine::generating::generating(speech_engine & e, const speech_slot & slot) : e(e), slot_id(slot.id) {
     std::lock_guard<std::mutex> lock(e.batch_mtx);
     e.n_generating++;
+    e.return_by_us[(size_t) slot_id] = 0;
 }
 
 speech_engine::generating::~generating() {
     std::lock_guard<std::mutex> lock(e.batch_mtx);
     e.n_generating--;
+    if (returning) {
+        e.return_by_us[(size_t) slot_id] = ggml_time_us() + return_wait_us;
+    }
     if (e.can_lead()) {
         e.batch_cv.notify_all(); // the others were waiting for this thread
     }
+}
+
+int64_t speech_engine::awaited_until(int64_t now_us) const {
+    int64_t until = 0;
+    for (int64_t t : return_by_us) {
+        if (t > now_us) {
+            until = std::max(until, t);
+        }
+    }
+    return until;
 }
 
 bool speech_engine::frame(speech_segment & seg, std::string & err) {
@@ -823,6 +838,13 @@ bool speech_engine::frame(speech_segment & seg, std::string & err) {
     while (!req.done) {
         if (!can_lead()) {
             batch_cv.wait(lock);
+            continue;
+        }
+        const int64_t now_us = ggml_time_us();
+        const int64_t until  = awaited_until(now_us);
+        if (until > 0) {
+            // a thread that is handing a chunk to its client rejoins (or its moment passes)
+            batch_cv.wait_for(lock, std::chrono::microseconds(until - now_us));
             continue;
         }
         // every generating thread is waiting for a frame and no batch is computing: this thread

@@ -209,14 +209,21 @@ public:
     // batch waits for every such thread, so a request that decodes audio or starts a segment rejoins the
     // batch instead of leaving the others to compute without it (the computes take turns on the same
     // cores anyway), and a new request's prompt goes before the next frame. A thread outside (writing to
-    // its client, stalled, cancelled) is not waited for
+    // its client, stalled, cancelled) is not waited for, except for a moment right after it left with
+    // more audio to make (will_return): handing a chunk to the client takes well under that, and a batch
+    // that goes without the thread costs a step of its own later, when its frames are out of step
     class generating {
     public:
-        explicit generating(speech_engine & e);
+        generating(speech_engine & e, const speech_slot & slot);
         ~generating();
+        // the thread comes back for more frames once it has handed its audio to the client
+        void will_return() { returning = true; }
     private:
         speech_engine & e;
+        int  slot_id;
+        bool returning = false;
     };
+    static constexpr int64_t return_wait_us = 10000;
     // cells of one slot's sequence
     int slot_cells() const { return n_ctx; }
 
@@ -288,6 +295,11 @@ private:
     int  n_generating = 0;
     bool computing    = false;
     bool can_lead() const { return !computing && !pending.empty() && (int) pending.size() >= n_generating; }
+    // per slot: until when the next batch waits for its thread to return (generating::will_return), 0: not
+    // waited for
+    std::vector<int64_t> return_by_us;
+    // the latest of those deadlines still ahead of now_us, 0 if none
+    int64_t awaited_until(int64_t now_us) const;
     std::vector<std::unique_ptr<speech_slot>> slots;
     std::vector<speech_slot *> free_slots;
     int n_waiting = 0;

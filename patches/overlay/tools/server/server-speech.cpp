@@ -544,7 +544,7 @@ private:
 // its decoded audio, preceded by a short pause between segments
 bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err) {
     std::string msg;
-    speech_engine::generating computing(engine); // not while the audio is written to the client
+    speech_engine::generating computing(engine, lease->get()); // not while the audio is written to the client
     if (!seg) {
         if (n_done > 0) {
             const auto pause = speech_audio::silence(engine.sample_rate(), 150);
@@ -570,6 +570,9 @@ bool speech_job::next_audio(std::vector<float> & pcm, int n, speech_error & err)
         n_capped += seg->hit_frame_cap() ? 1 : 0;
         seg.reset();
         finished = ++n_done == req.segments.size();
+    }
+    if (!finished) {
+        computing.will_return();
     }
     return true;
 }
