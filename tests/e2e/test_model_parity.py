@@ -4,6 +4,7 @@ stage with the official implementation: all three variants, both text layouts, f
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -118,6 +119,16 @@ def predictor_matrix_types(model_dir):
             and n.endswith(".weight") and not n.endswith(("norm.weight", "ln1.weight", "ln2.weight"))}
 
 
+DECODER_MATRICES = re.compile(r"a\.gen\.wav\.(tfm\.blk\.\d+\.(attn_[qkv]|attn_out|ffn_gate|ffn_up|ffn_down)"
+                              r"|tfm\.(in|out)_proj|up\.blk\.\d+\.pw[12])\.weight")
+
+
+def decoder_matrix_types(model_dir):
+    """The codec decoder's mul_mat-only matrices (patch 0063): its transformer, projections in and out, and
+    the ConvNeXt blocks' pointwise matrices."""
+    return {n: t for n, t in gguf_tensor_types(model_dir / "mmproj.gguf").items() if DECODER_MATRICES.fullmatch(n)}
+
+
 def test_quantised_conversions_quantise_every_predictor_matrix(built):
     root, mp = built
     mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
@@ -168,9 +179,10 @@ def cpu_features() -> list[str]:
 
 
 def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
-    """Patch 0037: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on x86 with AVX2;
-    AMX, which ggml-cpu asks first, on CPUs with AMX_INT8), every q4_0 matrix of the code predictor (its
-    layers and input projection: 2-D, rows a multiple of 8 at any real or tiny shape) is loaded there,
+    """Patches 0037 and 0063: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on x86
+    with AVX2; AMX, which ggml-cpu asks first, on CPUs with AMX_INT8), every q4_0 matrix of the code
+    predictor (its layers and input projection: 2-D, rows a multiple of 8 at any real or tiny shape) and of
+    the codec decoder (its transformer and projections, the ConvNeXt pointwise matrices) is loaded there,
     unless --no-repack; a q8_0 model keeps all its weights in CPU except on an AMX CPU, where AMX takes
     q8_0 too (x86 does not repack q8_0). The runs must still speak: a weight in an extra buffer whose use
     its kernels lacked would abort the graph."""
@@ -197,7 +209,10 @@ def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
         assert r.returncode == 0 and wav.stat().st_size > 44, (run, r.stderr[-2000:])
         logs[run] = r.stdout + r.stderr
     matrices = [n for n, t in predictor_matrix_types(root / "q4").items() if not n.startswith("a.gen.code.head")]
-    assert matrices
+    # a q4_0 conversion keeps the decoder's matrices q8_0, which only AMX takes
+    decoder = [n for n, t in decoder_matrix_types(root / "q4").items() if t == Q4_0 or (t == Q8_0 and extra_buft == "AMX")]
+    assert matrices and decoder_matrix_types(root / "q4")
+    matrices += decoder
     placed = re.compile(r"(\d+) weights \([\d.]+ MiB\) in (\S+)")  # clip's line, not the talker's
     q4_placed = placed.findall(logs["q4"])  # AMX first; a matrix it refuses (rows) can go to CPU_REPACK
     assert sum(int(n) for n, _ in q4_placed) == len(matrices) and extra_buft in {b for _, b in q4_placed}, \
