@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import gguf
 import numpy as np
 import pytest
 import soundfile as sf
@@ -179,9 +180,10 @@ def cpu_features() -> list[str]:
 
 
 def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
-    """Patches 0037 and 0063: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on x86
-    with AVX2; AMX, which ggml-cpu asks first, on CPUs with AMX_INT8), every q4_0 matrix of the code
-    predictor (its layers and input projection: 2-D, rows a multiple of 8 at any real or tiny shape) and of
+    """Patches 0037, 0063 and 0064: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on
+    x86 with AVX2; AMX, which ggml-cpu asks first, on CPUs with AMX_INT8), every q4_0 matrix of the code
+    predictor (its layers, input projection and per-codebook heads: 2-D, rows a multiple of 8 at any real or
+    tiny shape) and of
     the codec decoder (its transformer and projections, the ConvNeXt pointwise matrices) is loaded there,
     unless --no-repack; a q8_0 model keeps all its weights in CPU except on an AMX CPU, where AMX takes
     q8_0 too (x86 does not repack q8_0). The runs must still speak: a weight in an extra buffer whose use
@@ -209,6 +211,9 @@ def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
         assert r.returncode == 0 and wav.stat().st_size > 44, (run, r.stderr[-2000:])
         logs[run] = r.stdout + r.stderr
     matrices = [n for n, t in predictor_matrix_types(root / "q4").items() if not n.startswith("a.gen.code.head")]
+    # the merged head loads as one matrix per codebook (patch 0064)
+    head, = [t for t in gguf.GGUFReader(root / "q4" / "mmproj.gguf").tensors if t.name == "a.gen.code.head.weight"]
+    matrices += [f"{head.name}.{g}" for g in range(int(head.shape[2]))]
     # a q4_0 conversion keeps the decoder's matrices q8_0, which only AMX takes
     decoder = [n for n, t in decoder_matrix_types(root / "q4").items() if t == Q4_0 or (t == Q8_0 and extra_buft == "AMX")]
     assert matrices and decoder_matrix_types(root / "q4")
