@@ -183,8 +183,8 @@ def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
     """Patches 0037, 0063 and 0064: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on
     x86 with AVX2; AMX, which ggml-cpu asks first, on CPUs with AMX_INT8), every q4_0 matrix of the code
     predictor (its layers, input projection and per-codebook heads: 2-D, rows a multiple of 8 at any real or
-    tiny shape) and of
-    the codec decoder (its transformer and projections, the ConvNeXt pointwise matrices) is loaded there,
+    tiny shape) and of the codec decoder (its transformer and projections, the ConvNeXt pointwise matrices)
+    is loaded there,
     unless --no-repack; a q8_0 model keeps all its weights in CPU except on an AMX CPU, where AMX takes
     q8_0 too (x86 does not repack q8_0). The runs must still speak: a weight in an extra buffer whose use
     its kernels lacked would abort the graph."""
@@ -215,9 +215,9 @@ def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
     head, = [t for t in gguf.GGUFReader(root / "q4" / "mmproj.gguf").tensors if t.name == "a.gen.code.head.weight"]
     matrices += [f"{head.name}.{g}" for g in range(int(head.shape[2]))]
     # a q4_0 conversion keeps the decoder's matrices q8_0, which only AMX takes
-    decoder = [n for n, t in decoder_matrix_types(root / "q4").items() if t == Q4_0 or (t == Q8_0 and extra_buft == "AMX")]
-    assert matrices and decoder_matrix_types(root / "q4")
-    matrices += decoder
+    decoder_types = decoder_matrix_types(root / "q4")
+    assert matrices and decoder_types
+    matrices += [n for n, t in decoder_types.items() if t == Q4_0 or (t == Q8_0 and extra_buft == "AMX")]
     placed = re.compile(r"(\d+) weights \([\d.]+ MiB\) in (\S+)")  # clip's line, not the talker's
     q4_placed = placed.findall(logs["q4"])  # AMX first; a matrix it refuses (rows) can go to CPU_REPACK
     assert sum(int(n) for n, _ in q4_placed) == len(matrices) and extra_buft in {b for _, b in q4_placed}, \
