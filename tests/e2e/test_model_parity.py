@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import gguf
 import numpy as np
@@ -124,6 +125,24 @@ DECODER_MATRICES = re.compile(r"a\.gen\.wav\.(tfm\.blk\.\d+\.(attn_[qkv]|attn_ou
                               r"|tfm\.(in|out)_proj|up\.blk\.\d+\.pw[12])\.weight")
 
 
+def predictor_loaded_matrices(model_dir):
+    """The code predictor's matrices as clip loads them: a layer's q, k and v as one matrix, its gate and up
+    as another, where the parts share a type (patch 0065), and the merged head as one matrix per codebook
+    (patch 0064)."""
+    types = predictor_matrix_types(model_dir)
+    loaded = set()
+    for name, t in types.items():
+        if name.startswith("a.gen.code.head"):
+            continue
+        for parts, fused in ((("attn_q", "attn_k", "attn_v"), "attn_qkv"), (("ffn_gate", "ffn_up"), "ffn_gate_up")):
+            m = re.fullmatch(r"(a\.gen\.code\.blk\.\d+\.)(\w+)\.weight", name)
+            if m and m.group(2) in parts and len({types.get(f"{m.group(1)}{p}.weight") for p in parts}) == 1:
+                name = f"{m.group(1)}{fused}.weight"
+        loaded.add(name)
+    head, = [t for t in gguf.GGUFReader(model_dir / "mmproj.gguf").tensors if t.name == "a.gen.code.head.weight"]
+    return sorted(loaded) + [f"{head.name}.{g}" for g in range(int(head.shape[2]))]
+
+
 def decoder_matrix_types(model_dir):
     """The codec decoder's mul_mat-only matrices (patch 0063): its transformer, projections in and out, and
     the ConvNeXt blocks' pointwise matrices."""
@@ -180,7 +199,7 @@ def cpu_features() -> list[str]:
 
 
 def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
-    """Patches 0037, 0063 and 0064: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on
+    """Patches 0037, 0063, 0064 and 0065: on a CPU whose ggml-cpu has an extra buffer type for q4_0 (CPU_REPACK on
     x86 with AVX2; AMX, which ggml-cpu asks first, on CPUs with AMX_INT8), every q4_0 matrix of the code
     predictor (its layers, input projection and per-codebook heads: 2-D, rows a multiple of 8 at any real or
     tiny shape) and of the codec decoder (its transformer and projections, the ConvNeXt pointwise matrices)
@@ -210,10 +229,9 @@ def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
                                            frames=4, threads=2, extra=["-v", *extra]), capture=True, check=False)
         assert r.returncode == 0 and wav.stat().st_size > 44, (run, r.stderr[-2000:])
         logs[run] = r.stdout + r.stderr
-    matrices = [n for n, t in predictor_matrix_types(root / "q4").items() if not n.startswith("a.gen.code.head")]
-    # the merged head loads as one matrix per codebook (patch 0064)
-    head, = [t for t in gguf.GGUFReader(root / "q4" / "mmproj.gguf").tensors if t.name == "a.gen.code.head.weight"]
-    matrices += [f"{head.name}.{g}" for g in range(int(head.shape[2]))]
+    matrices = predictor_loaded_matrices(root / "q4")
+    # every layer's q, k, v and gate, up are fused: 2 matrices a layer, not 5
+    assert sum(".attn_qkv." in n or ".ffn_gate_up." in n for n in matrices) == 2 * sum(".attn_out." in n for n in matrices)
     # a q4_0 conversion keeps the decoder's matrices q8_0, which only AMX takes
     decoder_types = decoder_matrix_types(root / "q4")
     assert matrices and decoder_types
@@ -225,6 +243,77 @@ def test_q4_0_predictor_matrices_use_the_cpu_extra_buffers(built):
     assert placed.findall(logs["q4-no-repack"]) == []
     q8_placed = placed.findall(logs["q8"])
     assert (q8_placed and all(b == "AMX" for _, b in q8_placed)) if extra_buft == "AMX" else q8_placed == [], q8_placed
+
+
+def split_talker_projections(src, dst):
+    """A copy of talker GGUF `src` with each layer's fused attn_qkv and ffn_gate_up written apart, as q, k, v
+    and gate, up (the layout of conversions before patch 0067)."""
+    r = gguf.GGUFReader(src)
+    arch = r.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    w = gguf.GGUFWriter(dst, arch)
+    for field in r.fields.values():
+        if field.name != gguf.Keys.General.ARCHITECTURE and not field.name.startswith("GGUF."):
+            vt = field.types[0]
+            w.add_key_value(field.name, field.contents(), vt,
+                            sub_type=field.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    n_kv_rows = (r.fields[f"{arch}.attention.head_count_kv"].contents()
+                 * r.fields[f"{arch}.attention.key_length"].contents())
+    out = []
+    for t in r.tensors:
+        base = t.name.rsplit(".", 2)[0]  # blk.N
+        if t.name.endswith(".attn_qkv.weight"):
+            n_q = t.data.shape[0] - 2 * n_kv_rows
+            parts = zip(("attn_q", "attn_k", "attn_v"), np.split(t.data, [n_q, n_q + n_kv_rows]))
+        elif t.name.endswith(".ffn_gate_up.weight"):
+            parts = zip(("ffn_gate", "ffn_up"), np.split(t.data, 2))
+        else:
+            out.append((t.name, t.data, t.tensor_type))
+            continue
+        out += [(f"{base}.{part}.weight", np.ascontiguousarray(d), t.tensor_type) for part, d in parts]
+    for name, data, tt in out:
+        w.add_tensor_info(name, data.shape, data.dtype, data.nbytes, tt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for _, data, _ in out:
+        w.write_tensor_data(data)
+    w.close()
+    return [name for name, _, _ in out]
+
+
+def test_talker_projections_are_fused_and_a_split_talker_speaks_the_same(built):
+    """Patches 0066-0067: a conversion writes each talker layer's q, k and v as one attn_qkv matrix and its
+    gate and up as one ffn_gate_up (one product each per step); a talker with them apart, as older
+    conversions wrote it, still loads, and both speak the same wav, byte for byte (the products' rows are
+    the same arithmetic)."""
+    from q3build import proc
+    from q3build.speech import argv as speech_argv
+
+    root, mp = built
+    mp.setenv("Q3BUILD_WORK_DIR", str(root / "work"))
+    q8 = quantized(root, "q8")
+    names = set(gguf_tensor_types(q8 / "talker.gguf"))
+    layers = sorted({int(m.group(1)) for n in names if (m := re.fullmatch(r"blk\.(\d+)\.attn_output\.weight", n))})
+    assert layers == list(range(len(layers))) and layers, sorted(names)
+    for i in layers:
+        assert {f"blk.{i}.attn_qkv.weight", f"blk.{i}.ffn_gate_up.weight"} <= names
+        assert not {f"blk.{i}.{p}.weight" for p in ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up")} & names
+    split = root / "q8-split"
+    if split.exists():
+        shutil.rmtree(split)
+    shutil.copytree(q8, split)
+    written = split_talker_projections(q8 / "talker.gguf", split / "talker.gguf")
+    assert f"blk.{layers[-1]}.attn_v.weight" in written and "blk.0.ffn_gate_up.weight" not in written
+    tts = root / "work" / "stage" / "host" / "bin" / "llama-tts"
+    voice = speech_argv.Voice(reference_wav=root / "ref.wav")
+    wavs = []
+    for model in (q8, split):
+        wav = root / f"talker-{model.name}.wav"
+        r = proc.run(speech_argv.llama_tts(tts, model, "Hello there.", language="english", wav=wav, voice=voice,
+                                           frames=12, threads=2), capture=True, check=False)
+        assert r.returncode == 0, (model.name, r.stderr[-2000:])
+        wavs.append(wav.read_bytes())
+    assert len(wavs[0]) > 44 and wavs[0] == wavs[1]
 
 
 def test_amx_weights_by_default_on_an_amx_cpu_and_they_run(built):
